@@ -1,0 +1,236 @@
+//! vmtest's own binary as the guest's init (PID 1).
+//!
+//! When a kernel target shares the host's root and architecture, the guest
+//! can run the very vmtest binary that started it. Under emulation that is
+//! much faster than a shell init that forks `mount` and `cat`: each exec of a
+//! dynamic binary over 9p costs tens of milliseconds under TCG. The hidden
+//! entry point `--guest-init PLAN` carries out an [`InitPlan`] (mounts,
+//! symlinks), creates two FIFOs whose contents it relays to the output ports
+//! followed by the end marker, starts qemu-ga, and then reaps orphans until
+//! the agent exits, when it powers the guest off. The command itself is then
+//! a single `bash -c` that redirects into the FIFOs (`guest::relayed_command`).
+//! Other guests use the shell versions in `guest.rs`.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::guest::{InitPlan, STDERR_FIFO, STDOUT_FIFO};
+use crate::qemu::{AGENT_PORT, STDERR_PORT, STDOUT_PORT};
+
+/// Flag words of mount options; everything else is filesystem data.
+const MOUNT_FLAGS: &[(&str, libc::c_ulong)] = &[
+    ("ro", libc::MS_RDONLY),
+    ("rw", 0),
+    ("nosuid", libc::MS_NOSUID),
+    ("nodev", libc::MS_NODEV),
+    ("noexec", libc::MS_NOEXEC),
+    ("relatime", libc::MS_RELATIME),
+    ("noatime", libc::MS_NOATIME),
+];
+
+/// Handles the hidden guest-side entry point; returns `None` for a normal
+/// command line.
+pub fn dispatch(args: &[OsString]) -> Option<i32> {
+    match (args.get(1)?.to_str()?, args.get(2)) {
+        ("--guest-init", Some(plan)) => Some(init(PathBuf::from(plan))),
+        _ => None,
+    }
+}
+
+/// PID 1: carry out the plan, relay output, run the agent, reap, power off.
+fn init(plan_path: PathBuf) -> i32 {
+    let plan: InitPlan = match fs::read(&plan_path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("vmtest init: cannot read {}: {e}", plan_path.display());
+            return 1;
+        }
+    };
+    // `vmtest_debug=1` on the kernel command line reaches init's environment.
+    let debug = std::env::var_os("vmtest_debug").is_some();
+    let stamp = |what: &str| {
+        if debug {
+            let uptime = fs::read_to_string("/proc/uptime").unwrap_or_default();
+            eprintln!("vmtest init: {} {what}", uptime.split(' ').next().unwrap_or("?"));
+        }
+    };
+    for m in &plan.mounts {
+        if m.mkdir {
+            let _ = fs::create_dir_all(&m.target);
+        }
+        if let Err(e) = mount(&m.source, &m.target, &m.fstype, &m.options)
+            && !m.optional
+        {
+            eprintln!("vmtest init: mounting {} on {} failed: {e}", m.source, m.target);
+        }
+        stamp(&m.target);
+    }
+    for (link, target) in &plan.symlinks {
+        let _ = std::os::unix::fs::symlink(target, link);
+    }
+    stamp("mounted");
+    if let Err(e) = start_relays(&plan.marker) {
+        eprintln!("vmtest init: cannot relay the command's output: {e}");
+    }
+    let Some(port) = find_port(AGENT_PORT) else {
+        eprintln!("vmtest init: no virtio-serial port named {AGENT_PORT}");
+        return 1;
+    };
+    // SAFETY: nothing else reads or writes the environment at this point; the
+    // relay threads never touch it.
+    unsafe {
+        std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        std::env::set_var("HOME", "/root");
+        std::env::set_var("TERM", "linux");
+    }
+    stamp("starting the agent");
+    let agent = Command::new(&plan.agent)
+        .args(["-m", "virtio-serial", "-p"])
+        .arg(&port)
+        .args(["-t", "/run"])
+        .spawn();
+    let agent = match agent {
+        Ok(child) => child.id() as libc::pid_t,
+        Err(e) => {
+            eprintln!("vmtest init: starting {} failed: {e}", plan.agent);
+            power_off();
+        }
+    };
+    reap_until(agent);
+    eprintln!("vmtest init: the guest agent exited; powering off");
+    power_off();
+}
+
+/// Creates the output FIFOs and a thread per FIFO that copies everything
+/// written to it into its port, then writes the marker.
+fn start_relays(marker: &str) -> io::Result<()> {
+    fs::create_dir_all(Path::new(STDOUT_FIFO).parent().unwrap_or(Path::new("/run")))?;
+    for (fifo, port_name) in [(STDOUT_FIFO, STDOUT_PORT), (STDERR_FIFO, STDERR_PORT)] {
+        let path = CString::new(fifo).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(path.as_ptr(), 0o622) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let port = find_port(port_name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no port named {port_name}")))?;
+        let marker = marker.as_bytes().to_vec();
+        std::thread::spawn(move || {
+            let relay = || -> io::Result<()> {
+                let mut port = fs::OpenOptions::new().write(true).open(&port)?;
+                // Blocks until the command opens the FIFO; ends when every
+                // writer has closed it.
+                let mut fifo = fs::File::open(fifo)?;
+                pump(&mut fifo, &mut port)?;
+                port.write_all(&marker)
+            };
+            if let Err(e) = relay() {
+                eprintln!("vmtest init: relaying {fifo}: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Reaps every child (orphans are re-parented to PID 1) until `agent` exits.
+fn reap_until(agent: libc::pid_t) {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == agent {
+            return;
+        }
+        if pid < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; as PID 1 we may power off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    std::process::exit(1)
+}
+
+fn mount(source: &str, target: &str, fstype: &str, options: &str) -> io::Result<()> {
+    let mut flags = 0;
+    let mut data = Vec::new();
+    for word in options.split(',').filter(|w| !w.is_empty()) {
+        match MOUNT_FLAGS.iter().find(|(name, _)| *name == word) {
+            Some((_, flag)) => flags |= flag,
+            None => data.push(word),
+        }
+    }
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (source, target, fstype, data) = (c(source)?, c(target)?, c(fstype)?, c(&data.join(","))?);
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The device node of the virtio-serial port with this name.
+fn find_port(name: &str) -> Option<PathBuf> {
+    fs::read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let port_name = fs::read_to_string(entry.path().join("name")).ok()?;
+            (port_name.trim() == name).then(|| Path::new("/dev").join(entry.file_name()))
+        })
+}
+
+/// Copies until end of input with plain reads and writes. (`io::copy` would
+/// splice from the pipe into the port, and the data never reaches the host.)
+fn pump(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_guest_arguments_are_left_alone() {
+        let args: Vec<OsString> = vec!["vmtest".into(), "-k".into(), "bzImage".into()];
+        assert_eq!(dispatch(&args), None);
+        assert_eq!(dispatch(&["vmtest".into()]), None);
+        assert_eq!(dispatch(&["vmtest".into(), "--guest-init".into()]), None);
+    }
+
+    #[test]
+    fn pump_copies_everything() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        pump(&mut &data[..], &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+}

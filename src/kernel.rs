@@ -1,0 +1,263 @@
+//! Preparing a kernel target: everything before QEMU starts.
+//!
+//! Checks the host-side inputs (kernel, rootfs, qemu-ga and bash in the
+//! rootfs, mounts, the QEMU binary), writes the guest's init into the VM's
+//! private directory, and assembles QEMU's argv and the way the command will
+//! be started in the guest. The result is a [`Launch`] for the runner; this
+//! module neither starts nor waits for anything.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::config::Target;
+use crate::guest::{self, GUEST_SHARE};
+use crate::qemu::{self, Accel};
+use crate::vm::VmDir;
+
+/// How the guest agent starts the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Helper {
+    /// `bash -c` with its output redirected to the FIFOs that vmtest's own
+    /// init relays to the output ports.
+    InitRelay,
+    /// `bash -c` with the shell wrapper, which relays the output itself.
+    Shell,
+}
+
+/// Everything needed to start a kernel target's VM and run its command.
+pub struct Launch {
+    pub qemu: PathBuf,
+    pub args: Vec<String>,
+    pub dir: VmDir,
+    /// Directories removed with the VM (an init inside a foreign rootfs).
+    pub extra_dirs: Vec<tempfile::TempDir>,
+    pub helper: Helper,
+    /// The command's working directory in the guest.
+    pub workdir: String,
+    pub env: Vec<String>,
+    /// The end-of-output marker, known to the init in relay mode.
+    pub marker: String,
+}
+
+/// Checks a kernel target and prepares its launch.
+pub fn prepare(
+    target: &Target,
+    kernel: &Path,
+    kernel_args: Option<&str>,
+    rootfs: &Path,
+    accel: impl FnOnce(&Path) -> Accel,
+) -> Result<Launch> {
+    let prepared = prepare_kernel(target, kernel, rootfs)?;
+    let accel = accel(&prepared.qemu);
+    let mut dir = VmDir::new()?;
+    if let Some(log) = prepare_console_log(&target.console_log) {
+        dir.set_console_log(log);
+    }
+    let marker = crate::relay::new_marker();
+    let plan = guest::init_plan(&prepared.agent, &target.vm.mounts, &marker);
+    let (boot, extra_dirs) = write_init(&dir, rootfs, &plan, &target.arch)?;
+    let cmdline = qemu::kernel_cmdline(&target.arch, &boot.init, kernel_args, boot.init_args.as_deref());
+    let args = qemu::kernel_argv(target, kernel, &cmdline, rootfs, &dir.paths(), accel);
+    Ok(Launch {
+        qemu: prepared.qemu,
+        args,
+        dir,
+        extra_dirs,
+        helper: boot.helper,
+        workdir: guest_workdir(target, rootfs),
+        env: command_env(target),
+        marker,
+    })
+}
+
+/// Host-side inputs of a kernel target, checked before anything starts.
+struct PreparedKernel {
+    qemu: PathBuf,
+    /// Guest path of qemu-ga in the rootfs.
+    agent: String,
+}
+
+fn prepare_kernel(target: &Target, kernel: &Path, rootfs: &Path) -> Result<PreparedKernel> {
+    if !kernel.is_file() {
+        bail!("kernel {} not found", kernel.display());
+    }
+    if !rootfs.is_dir() {
+        bail!("rootfs {} is not a directory", rootfs.display());
+    }
+    let agent = [
+        "usr/bin/qemu-ga",
+        "usr/sbin/qemu-ga",
+        "usr/local/bin/qemu-ga",
+        "bin/qemu-ga",
+        "sbin/qemu-ga",
+    ]
+    .iter()
+    .find(|p| rootfs.join(p).is_file())
+    .map(|p| format!("/{p}"))
+    .ok_or_else(|| {
+        anyhow!(
+            "the rootfs {} has no qemu-ga (the QEMU guest agent): install it there \
+                 (Debian/Ubuntu: apt install qemu-guest-agent; Fedora: dnf install qemu-guest-agent)",
+            rootfs.display()
+        )
+    })?;
+    if !["usr/bin/bash", "bin/bash"].iter().any(|p| rootfs.join(p).exists()) {
+        bail!("the rootfs {} has no bash, which runs the command", rootfs.display());
+    }
+    for mount in &target.vm.mounts {
+        if !mount.host_path.is_dir() {
+            bail!(
+                "vm.mounts '{}': host_path {} is not a directory",
+                mount.guest_path,
+                mount.host_path.display()
+            );
+        }
+        let inside = rootfs.join(mount.guest_path.trim_start_matches('/'));
+        if !mount.guest_path.starts_with("/mnt/") && !inside.is_dir() {
+            bail!(
+                "vm.mounts '{}': no such directory in the rootfs ({}); create it, \
+                 or mount below /mnt, which vmtest provides in the guest",
+                mount.guest_path,
+                inside.display()
+            );
+        }
+    }
+    Ok(PreparedKernel {
+        qemu: find_qemu(&target.qemu_command, &target.arch)?,
+        agent,
+    })
+}
+
+/// Resolves the QEMU binary: a path as given, or a name on PATH.
+pub fn find_qemu(command: &str, arch: &str) -> Result<PathBuf> {
+    let package = match arch {
+        "aarch64" => "qemu-system-arm",
+        "riscv64" => "qemu-system-misc",
+        "s390x" => "qemu-system-s390x",
+        _ => "qemu-system-x86",
+    };
+    if command.contains('/') {
+        let path = PathBuf::from(command);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("qemu_command {command} not found");
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(command))
+            .find(|candidate| candidate.is_file())
+    });
+    found.ok_or_else(|| anyhow!("{command} not found on PATH: install QEMU (Debian/Ubuntu: apt install {package})"))
+}
+
+/// Creates the console log's directory; `None` (log in the private
+/// directory, lost after the run) if that is impossible, e.g. read-only.
+fn prepare_console_log(path: &Path) -> Option<PathBuf> {
+    let parent = path.parent()?;
+    match std::fs::create_dir_all(parent) {
+        Ok(()) => Some(path.to_path_buf()),
+        Err(e) => {
+            log::warn!(
+                "cannot create {} ({e}); the console log will not be kept",
+                parent.display()
+            );
+            None
+        }
+    }
+}
+
+/// How the guest starts and how it runs the command.
+struct Boot {
+    /// The guest path given to the kernel as `init=`.
+    init: String,
+    /// Arguments the kernel passes on to init.
+    init_args: Option<String>,
+    helper: Helper,
+}
+
+/// Writes the init where the guest can read it. When the guest shares the
+/// host's root and architecture, the host's own vmtest binary is the init
+/// (reading a JSON plan from the VM's directory) and relays the command's
+/// output itself. Otherwise a shell init goes into the VM's private directory
+/// (when the rootfs is the host's root) or a private directory in the
+/// rootfs's /tmp, removed with the VM.
+fn write_init(
+    dir: &VmDir,
+    rootfs: &Path,
+    plan: &guest::InitPlan,
+    arch: &str,
+) -> Result<(Boot, Vec<tempfile::TempDir>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let plain = |p: &Path| {
+        p.to_str()
+            .filter(|s| !s.contains(char::is_whitespace))
+            .map(str::to_string)
+    };
+    let exe = std::env::current_exe().ok().as_deref().and_then(plain);
+    let plan_path = plain(&dir.path().join("init.json"));
+    let native = rootfs == Path::new("/") && arch == crate::config::host_arch() && !force_shell();
+    if let (true, Some(exe), Some(plan_path)) = (native, exe, plan_path) {
+        std::fs::write(&plan_path, serde_json::to_vec(plan)?).with_context(|| format!("writing {plan_path}"))?;
+        let boot = Boot {
+            init: exe,
+            init_args: Some(format!("--guest-init {plan_path}")),
+            helper: Helper::InitRelay,
+        };
+        return Ok((boot, Vec::new()));
+    }
+    let mut extra = Vec::new();
+    let init_dir = if rootfs == Path::new("/") {
+        dir.path().to_path_buf()
+    } else {
+        let tmp = rootfs.join("tmp");
+        let base = if tmp.is_dir() { tmp } else { rootfs.to_path_buf() };
+        let private = tempfile::Builder::new()
+            .prefix(".vmtest-init.")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating the init's directory in {}", base.display()))?;
+        let path = private.path().to_path_buf();
+        extra.push(private);
+        path
+    };
+    let init = init_dir.join("init");
+    std::fs::write(&init, guest::init_script(plan)).with_context(|| format!("writing {}", init.display()))?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    let guest_init = guest::guest_path_in_rootfs(rootfs, &init)
+        .filter(|p| !p.contains(char::is_whitespace))
+        .ok_or_else(|| anyhow!("the generated init {} has no usable path in the guest", init.display()))?;
+    let boot = Boot {
+        init: guest_init,
+        init_args: None,
+        helper: Helper::Shell,
+    };
+    Ok((boot, extra))
+}
+
+/// `VMTEST_SHELL_INIT=1` makes every kernel target use the shell init and
+/// wrapper, as a foreign rootfs would (for testing and troubleshooting).
+fn force_shell() -> bool {
+    std::env::var_os("VMTEST_SHELL_INIT").is_some_and(|v| v == "1")
+}
+
+/// The command's working directory inside the guest: the host path itself
+/// when the guest sees the host's root, else its place under /mnt/vmtest.
+fn guest_workdir(target: &Target, rootfs: &Path) -> String {
+    if rootfs == Path::new("/") {
+        return target.workdir.to_string_lossy().into_owned();
+    }
+    match target.workdir.strip_prefix(&target.share_dir) {
+        Ok(rel) if !rel.as_os_str().is_empty() => format!("{GUEST_SHARE}/{}", rel.display()),
+        _ => GUEST_SHARE.to_string(),
+    }
+}
+
+/// The host's environment plus the target's own variables.
+fn command_env(target: &Target) -> Vec<String> {
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    env.extend(target.env.clone());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}

@@ -1,0 +1,166 @@
+//! Deciding between KVM and TCG.
+//!
+//! `/dev/kvm` existing does not mean QEMU can use it: under nested
+//! virtualisation QEMU may abort at start (`-cpu host`: "failed to set MSR")
+//! or start and then never run a guest instruction. So before the first VM
+//! that could use KVM, vmtest boots a 64 KiB firmware whose reset vector
+//! writes to QEMU's `isa-debug-exit` port: QEMU exits with status 3 within
+//! milliseconds if and only if KVM really runs guest code with that CPU model.
+//! Anything else (an abort, a hang past the deadline) means TCG, with the
+//! reason for the caller to print as a warning.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::qemu::Accel;
+
+/// How long a working KVM may take to run the probe firmware.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// QEMU's exit status when the probe writes 1 to `isa-debug-exit`: (1 << 1) | 1.
+const PROBE_EXIT_STATUS: i32 = 3;
+
+/// The decision and, for a fallback to TCG, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub accel: Accel,
+    pub warning: Option<String>,
+}
+
+/// Picks the accelerator for a guest of `arch` run by `qemu` with `cpu` as
+/// its KVM CPU model.
+pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
+    let tcg = |warning: Option<String>| Choice {
+        accel: Accel::Tcg,
+        warning,
+    };
+    if arch != crate::config::host_arch() {
+        return tcg(None);
+    }
+    if let Ok(value) = std::env::var("VMTEST_ACCEL") {
+        match value.as_str() {
+            "tcg" => return tcg(None),
+            "kvm" => {
+                return Choice {
+                    accel: Accel::Kvm,
+                    warning: None,
+                };
+            }
+            _ => log::warn!("ignoring VMTEST_ACCEL={value}: expected kvm or tcg"),
+        }
+    }
+    if !Path::new("/dev/kvm").exists() {
+        log::debug!("no /dev/kvm: using TCG");
+        return tcg(None);
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return tcg(Some(format!(
+            "cannot open /dev/kvm ({e}); using TCG, which is much slower"
+        )));
+    }
+    if arch != "x86_64" {
+        // The probe firmware is x86 code; trust KVM elsewhere.
+        return Choice {
+            accel: Accel::Kvm,
+            warning: None,
+        };
+    }
+    let started = Instant::now();
+    let result = probe(qemu, cpu);
+    log::debug!(
+        "KVM probe took {:?}: {:?}",
+        started.elapsed(),
+        result.as_ref().map_err(|e| format!("{e:#}"))
+    );
+    match result {
+        Ok(()) => Choice {
+            accel: Accel::Kvm,
+            warning: None,
+        },
+        Err(e) => tcg(Some(format!(
+            "KVM is present but does not work here ({e:#}); using TCG, which is much slower"
+        ))),
+    }
+}
+
+/// The probe firmware: 64 KiB of zeros whose last 16 bytes, where an x86 CPU
+/// starts, hold `mov al, 1; out 0xf4, al; hlt; jmp hlt`.
+fn probe_firmware() -> Vec<u8> {
+    let mut image = vec![0u8; 64 * 1024];
+    let code = [0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD];
+    let reset = image.len() - 16;
+    image[reset..reset + code.len()].copy_from_slice(&code);
+    image
+}
+
+fn probe(qemu: &Path, cpu: &str) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("vmtest-kvm.")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let firmware = dir.path().join("probe.bin");
+    std::fs::write(&firmware, probe_firmware()).context("writing the probe firmware")?;
+    let mut child = Command::new(qemu)
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc"])
+        .args(["-accel", "kvm", "-cpu", cpu, "-m", "16", "-bios"])
+        .arg(&firmware)
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", qemu.display()))?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("a test guest ran no code within {}s", PROBE_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if status.code() == Some(PROBE_EXIT_STATUS) {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+    bail!("QEMU with -cpu {cpu} failed: {}", first.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firmware_starts_at_the_reset_vector() {
+        let image = probe_firmware();
+        assert_eq!(image.len(), 65536);
+        assert_eq!(&image[0xFFF0..0xFFF7], &[0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]);
+    }
+
+    #[test]
+    fn foreign_guests_use_tcg_silently() {
+        let arch = if crate::config::host_arch() == "aarch64" {
+            "x86_64"
+        } else {
+            "aarch64"
+        };
+        let choice = choose(Path::new("/nonexistent/qemu"), arch, "host");
+        assert_eq!(
+            choice,
+            Choice {
+                accel: Accel::Tcg,
+                warning: None
+            }
+        );
+    }
+}

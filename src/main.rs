@@ -1,0 +1,127 @@
+//! vmtest: run a command inside a QEMU virtual machine and report the result.
+//!
+//! `main` wires the layers together: raw CLI arguments (`cli`) become a
+//! validated list of targets (`config`), the runner boots one VM per target
+//! (`runner`, `vm`, `qemu`, `agent`, `guest`, `relay`, `kvm`), the reporter
+//! prints (`report`), and the results fold into the exit code (`exit_codes`).
+
+mod agent;
+mod cli;
+mod config;
+mod exit_codes;
+mod guest;
+mod guest_init;
+mod interrupt;
+mod kernel;
+mod kvm;
+mod qemu;
+mod relay;
+mod report;
+mod runner;
+mod vm;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use crate::config::Target;
+
+fn main() {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = guest_init::dispatch(&raw) {
+        std::process::exit(code);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let args = cli::Args::parse();
+    let targets = match targets(args) {
+        Ok(targets) => targets,
+        Err(e) => {
+            eprintln!("vmtest: {e:#}");
+            std::process::exit(exit_codes::USAGE);
+        }
+    };
+    let mut reporter = report::Reporter::stdio();
+    if let Err(e) = interrupt::install() {
+        reporter.warning(&format!(
+            "cannot catch Ctrl-C ({e}); interrupting may leave QEMU behind"
+        ));
+    }
+    let results = runner::run_all(&targets, &mut reporter);
+    reporter.summary(&results, targets.len());
+    let code = match interrupt::received() {
+        Some(signal) => exit_codes::interrupted(signal),
+        None => exit_codes::fold(&results),
+    };
+    std::process::exit(code);
+}
+
+/// The targets to run, from the one-liner or the config file, filtered.
+fn targets(args: cli::Args) -> Result<Vec<Target>> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let mut targets = match &args.kernel {
+        Some(kernel) => {
+            let one = config::OneLiner {
+                kernel: kernel.clone(),
+                rootfs: args.rootfs.clone(),
+                arch: args.arch.clone(),
+                kernel_args: args.kargs.clone(),
+                qemu_command: args.qemu_command.clone(),
+                command: args.command.join(" "),
+            };
+            vec![config::one_liner(one, &cwd)?]
+        }
+        None => {
+            if !args.command.is_empty() {
+                bail!(
+                    "a command on the command line needs --kernel; with a config file, \
+                     each target's command comes from the file"
+                );
+            }
+            load_config(args.config.as_deref(), &cwd)?
+        }
+    };
+    if let Some(pattern) = &args.filter {
+        let regex = regex::Regex::new(pattern).with_context(|| format!("--filter '{pattern}'"))?;
+        let all: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        targets.retain(|t| regex.is_match(&t.name));
+        if targets.is_empty() {
+            bail!("no target matches --filter '{pattern}' (targets: {})", all.join(", "));
+        }
+    }
+    if let Some(timeout) = args.timeout {
+        for target in &mut targets {
+            target.timeout = Some(timeout);
+        }
+    }
+    Ok(targets)
+}
+
+fn load_config(path: Option<&Path>, cwd: &Path) -> Result<Vec<Target>> {
+    let path = match path {
+        Some(path) => config::resolve(cwd, path),
+        None => {
+            let default = cwd.join("vmtest.toml");
+            if !default.exists() {
+                bail!(
+                    "no vmtest.toml in {}.\n\
+                     To start:\n  \
+                     vmtest -k PATH/TO/bzImage COMMAND...   run one command on a kernel\n  \
+                     vmtest -c PATH/TO/vmtest.toml          use a config file elsewhere\n  \
+                     or write ./vmtest.toml: see vmtest.toml.example in vmtest's sources",
+                    cwd.display()
+                );
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading config {}", path.display()))?;
+    let base: PathBuf = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let base = base.canonicalize().unwrap_or(base);
+    config::parse(&text, &path, &base)
+}

@@ -1,0 +1,151 @@
+//! Live relay of the command's stdout and stderr from the guest.
+//!
+//! Each stream arrives on its own virtio-serial port, which QEMU connects to
+//! a socket of ours. A port never signals end-of-file, so the guest wrapper
+//! writes a random end marker once the command's output is complete; a relay
+//! thread forwards every byte before the marker, as soon as it arrives, and
+//! then reports the stream's end. Bytes are forwarded untouched (binary-safe);
+//! only a tail shorter than the marker is held back until it is known not to
+//! start the marker. Rendering the bytes is the reporter's business.
+
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+
+/// Which of the command's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a relay thread reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayEvent {
+    Data(Stream, Vec<u8>),
+    /// The marker arrived: the stream is complete.
+    End(Stream),
+    /// The socket closed or failed before the marker (QEMU went away).
+    Broken(Stream),
+}
+
+/// A fresh end marker: random enough never to appear in real output.
+pub fn new_marker() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id()) << 64;
+        bytes = seed.to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\u{1}vmtest-end-{hex}\u{1}")
+}
+
+/// Starts a thread relaying `socket` as `stream` until `marker`.
+pub fn spawn(socket: UnixStream, stream: Stream, marker: String, events: Sender<RelayEvent>) -> JoinHandle<()> {
+    std::thread::spawn(move || relay(socket, stream, marker.as_bytes(), &events))
+}
+
+fn relay(mut socket: impl Read, stream: Stream, marker: &[u8], events: &Sender<RelayEvent>) {
+    let finder = memchr::memmem::Finder::new(marker);
+    let mut held: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match socket.read(&mut chunk) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            if !held.is_empty() {
+                let _ = events.send(RelayEvent::Data(stream, held));
+            }
+            let _ = events.send(RelayEvent::Broken(stream));
+            return;
+        }
+        held.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = finder.find(&held) {
+            held.truncate(pos);
+            if !held.is_empty() {
+                let _ = events.send(RelayEvent::Data(stream, held));
+            }
+            let _ = events.send(RelayEvent::End(stream));
+            return;
+        }
+        let keep = (marker.len() - 1).min(held.len());
+        let ready: Vec<u8> = held.drain(..held.len() - keep).collect();
+        if !ready.is_empty() && events.send(RelayEvent::Data(stream, ready)).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A reader that hands out its data in fixed-size pieces.
+    struct Pieces {
+        data: Vec<u8>,
+        size: usize,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.size.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Ok(n)
+        }
+    }
+
+    fn run(data: &[u8], size: usize, marker: &str) -> (Vec<u8>, RelayEvent) {
+        let (tx, rx) = mpsc::channel();
+        let reader = Pieces {
+            data: data.to_vec(),
+            size,
+        };
+        relay(reader, Stream::Stdout, marker.as_bytes(), &tx);
+        drop(tx);
+        let mut out = Vec::new();
+        let mut last = None;
+        for event in rx {
+            match event {
+                RelayEvent::Data(_, bytes) => out.extend(bytes),
+                other => last = Some(other),
+            }
+        }
+        (out, last.unwrap())
+    }
+
+    #[test]
+    fn stops_at_a_marker_split_across_reads() {
+        let marker = new_marker();
+        let mut data = b"line 1\n\x00\xffbinary".to_vec();
+        data.extend(marker.as_bytes());
+        data.extend(b"after");
+        for size in [1, 3, 7, 4096] {
+            let (out, end) = run(&data, size, &marker);
+            assert_eq!(out, b"line 1\n\x00\xffbinary", "piece size {size}");
+            assert_eq!(end, RelayEvent::End(Stream::Stdout));
+        }
+    }
+
+    #[test]
+    fn a_closed_socket_flushes_and_reports_broken() {
+        let (out, end) = run(b"partial", 2, &new_marker());
+        assert_eq!(out, b"partial");
+        assert_eq!(end, RelayEvent::Broken(Stream::Stdout));
+    }
+
+    #[test]
+    fn markers_differ() {
+        assert_ne!(new_marker(), new_marker());
+    }
+}

@@ -1,0 +1,333 @@
+//! Runs targets, one VM at a time, and returns their results as data.
+//!
+//! For each target the runner checks the host-side inputs (kernel, rootfs,
+//! QEMU binary, mounts), picks the accelerator, starts a [`Vm`], waits for
+//! the guest agent, runs the command under the guest wrapper and collects its
+//! status. Everything that goes wrong becomes that target's [`Outcome`]; the
+//! next target still runs. Progress goes to a [`Reporter`] as events; this
+//! module prints nothing itself.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::agent::{Agent, ExitStatus, WaitError};
+use crate::config::{Kind, Target};
+use crate::guest;
+use crate::interrupt;
+use crate::kernel::{self, Helper};
+use crate::kvm;
+use crate::qemu::Accel;
+use crate::relay::{self, RelayEvent, Stream};
+use crate::report::Reporter;
+use crate::vm::{CONSOLE_TAIL_LINES, Vm};
+
+/// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
+pub const DEFAULT_BOOT_TIMEOUT_KVM: u64 = 60;
+/// Seconds to wait for the guest agent under TCG when `boot_timeout` is unset.
+pub const DEFAULT_BOOT_TIMEOUT_TCG: u64 = 180;
+/// Deadline for a single agent request once the guest is up.
+const AGENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the command's status is checked when its output has not ended.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+/// Longest a wait goes without checking QEMU and Ctrl-C.
+const WAKE_UP: Duration = Duration::from_millis(100);
+
+/// How a target ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// The command exited with a non-zero code.
+    Failed {
+        code: i64,
+    },
+    /// The command was killed by a signal.
+    Signaled {
+        signal: i64,
+    },
+    /// The command ran past its timeout.
+    TimedOut {
+        secs: u64,
+    },
+    /// vmtest could not boot the target or run the command.
+    Error {
+        message: String,
+    },
+    /// vmtest was interrupted (SIGINT, SIGTERM) while the target ran.
+    Interrupted {
+        signal: i32,
+    },
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        *self == Outcome::Passed
+    }
+}
+
+/// Time spent in each phase of a target.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    /// From starting QEMU until the guest agent answered.
+    pub boot: Duration,
+    /// From the agent's answer until the command started.
+    pub setup: Duration,
+    /// The command itself.
+    pub command: Duration,
+}
+
+/// The result of one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetResult {
+    pub name: String,
+    pub kind: &'static str,
+    pub outcome: Outcome,
+    pub phases: Phases,
+    pub total: Duration,
+}
+
+/// Runs every target in order and returns their results.
+pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult> {
+    let mut accels: HashMap<(String, String, String), kvm::Choice> = HashMap::new();
+    let mut results = Vec::with_capacity(targets.len());
+    for target in targets {
+        reporter.target_started(target);
+        let started = Instant::now();
+        let mut phases = Phases::default();
+        let outcome =
+            run_target(target, reporter, &mut accels, &mut phases).unwrap_or_else(|e| match interrupt::received() {
+                Some(signal) => Outcome::Interrupted { signal },
+                None => Outcome::Error {
+                    message: format!("{e:#}"),
+                },
+            });
+        let result = TargetResult {
+            name: target.name.clone(),
+            kind: target.kind.label(),
+            outcome,
+            phases,
+            total: started.elapsed(),
+        };
+        reporter.target_finished(&result);
+        results.push(result);
+        if interrupt::received().is_some() {
+            break;
+        }
+    }
+    results
+}
+
+fn run_target(
+    target: &Target,
+    reporter: &mut Reporter,
+    accels: &mut HashMap<(String, String, String), kvm::Choice>,
+    phases: &mut Phases,
+) -> Result<Outcome> {
+    let (kernel, kernel_args, rootfs) = match &target.kind {
+        Kind::Kernel {
+            kernel,
+            kernel_args,
+            rootfs,
+        } => (kernel, kernel_args, rootfs),
+        Kind::Image { image, .. } => {
+            bail!("image targets are not supported yet (image {})", image.display())
+        }
+    };
+    let key = (
+        target.qemu_command.clone(),
+        target.arch.clone(),
+        target.kvm_cpu_args.clone(),
+    );
+    let mut chosen = Accel::Tcg;
+    let launch = kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, |qemu| {
+        let choice = accels.entry(key).or_insert_with(|| {
+            let choice = kvm::choose(qemu, &target.arch, &target.kvm_cpu_args);
+            if let Some(warning) = &choice.warning {
+                reporter.warning(warning);
+            }
+            choice
+        });
+        chosen = choice.accel;
+        choice.accel
+    })?;
+    let boot_timeout = target.boot_timeout.unwrap_or(match chosen {
+        Accel::Kvm => DEFAULT_BOOT_TIMEOUT_KVM,
+        Accel::Tcg => DEFAULT_BOOT_TIMEOUT_TCG,
+    });
+    let vm = Vm::start(&launch.qemu, &launch.args, launch.dir, launch.extra_dirs)?;
+    let command = GuestCommand {
+        helper: launch.helper,
+        workdir: launch.workdir,
+        env: launch.env,
+        marker: launch.marker,
+    };
+    run_in_vm(vm, &command, target, boot_timeout, reporter, phases)
+}
+
+/// How to start the command once the guest is up.
+struct GuestCommand {
+    helper: Helper,
+    workdir: String,
+    env: Vec<String>,
+    marker: String,
+}
+
+impl GuestCommand {
+    /// The program and arguments the guest agent starts.
+    fn argv(&self, command: &str) -> (&'static str, Vec<String>) {
+        match self.helper {
+            Helper::InitRelay => (
+                "bash",
+                vec!["-c".into(), guest::relayed_command(&self.workdir, command)],
+            ),
+            Helper::Shell => (
+                "bash",
+                vec![
+                    "-c".into(),
+                    guest::wrapper_script(),
+                    "vmtest".into(),
+                    self.workdir.clone(),
+                    self.marker.clone(),
+                    command.into(),
+                ],
+            ),
+        }
+    }
+}
+
+fn run_in_vm(
+    mut vm: Vm,
+    command: &GuestCommand,
+    target: &Target,
+    boot_timeout: u64,
+    reporter: &mut Reporter,
+    phases: &mut Phases,
+) -> Result<Outcome> {
+    let boot_started = vm.started();
+    let channels = vm.take_channels().context("the VM's channels are gone")?;
+    let mut agent = Agent::new(channels.agent);
+    let boot_deadline = boot_started + Duration::from_secs(boot_timeout);
+    match agent.sync(boot_deadline, &mut || {
+        interrupt::check()?;
+        vm.check_alive()
+    }) {
+        Ok(()) => {}
+        Err(WaitError::TimedOut) => bail!(
+            "the guest agent never answered within the boot timeout ({boot_timeout}s)\n\
+             last lines of the guest console:\n{}",
+            indent(&vm.console_tail(CONSOLE_TAIL_LINES))
+        ),
+        Err(e) => return Err(anyhow!("{e}")).context("waiting for the guest to boot"),
+    }
+    phases.boot = boot_started.elapsed();
+    log::debug!("target '{}': agent answered after {:?}", target.name, phases.boot);
+
+    let setup_started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let relays = [
+        relay::spawn(channels.stdout, Stream::Stdout, command.marker.clone(), tx.clone()),
+        relay::spawn(channels.stderr, Stream::Stderr, command.marker.clone(), tx),
+    ];
+    let (program, args) = command.argv(&target.command);
+    let request_deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
+    let pid = agent
+        .spawn(program, args, command.env.clone(), request_deadline)
+        .context("starting the command in the guest")?;
+    phases.setup = setup_started.elapsed();
+
+    let command_started = Instant::now();
+    let command_deadline = target.timeout.map(|t| command_started + Duration::from_secs(t));
+    let mut open = 2;
+    let mut next_poll = Instant::now() + STATUS_POLL;
+    let mut early_status = None;
+    while open > 0 {
+        interrupt::check()?;
+        let now = Instant::now();
+        let mut wait = next_poll.saturating_duration_since(now).min(WAKE_UP);
+        if let Some(deadline) = command_deadline {
+            if now >= deadline {
+                phases.command = command_started.elapsed();
+                return Ok(Outcome::TimedOut {
+                    secs: target.timeout.unwrap_or_default(),
+                });
+            }
+            wait = wait.min(deadline - now);
+        }
+        match rx.recv_timeout(wait) {
+            Ok(RelayEvent::Data(stream, bytes)) => reporter.output(stream, &bytes),
+            Ok(RelayEvent::End(_)) => open -= 1,
+            Ok(RelayEvent::Broken(_)) => {
+                vm.check_alive()?;
+                open -= 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                vm.check_alive()?;
+                if Instant::now() >= next_poll {
+                    next_poll = Instant::now() + STATUS_POLL;
+                    // The wrapper died before writing its markers: stop
+                    // waiting for them once the command is known to be over.
+                    if let Some(status) = agent.status(pid, Instant::now() + AGENT_REQUEST_TIMEOUT)? {
+                        early_status = Some(status);
+                        break;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = match early_status {
+        Some(status) => status,
+        None => match wait_status(&mut agent, pid, &mut vm, command_deadline)? {
+            Some(status) => status,
+            None => {
+                phases.command = command_started.elapsed();
+                return Ok(Outcome::TimedOut {
+                    secs: target.timeout.unwrap_or_default(),
+                });
+            }
+        },
+    };
+    phases.command = command_started.elapsed();
+    log::debug!("target '{}': phases {phases:?}", target.name);
+    // Output that raced the status (only when the markers never came).
+    while let Ok(event) = rx.try_recv() {
+        if let RelayEvent::Data(stream, bytes) = event {
+            reporter.output(stream, &bytes);
+        }
+    }
+    vm.shutdown();
+    drop(vm);
+    for relay in relays {
+        let _ = relay.join();
+    }
+    Ok(match status {
+        ExitStatus::Code(0) => Outcome::Passed,
+        ExitStatus::Code(code) => Outcome::Failed { code },
+        ExitStatus::Signal(signal) => Outcome::Signaled { signal },
+    })
+}
+
+/// The command's status, asked for once its output ended: normally the
+/// command exits moments later, but it may have closed its output early and
+/// run on. `None` if the command deadline passes first.
+fn wait_status(agent: &mut Agent, pid: i64, vm: &mut Vm, deadline: Option<Instant>) -> Result<Option<ExitStatus>> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = agent.status(pid, Instant::now() + AGENT_REQUEST_TIMEOUT)? {
+            return Ok(Some(status));
+        }
+        vm.check_alive()?;
+        interrupt::check()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}

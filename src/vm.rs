@@ -1,0 +1,266 @@
+//! One running QEMU and everything it owns.
+//!
+//! [`Vm`] creates the private (0700) directory that holds the sockets, the
+//! console log and the generated init, listens on the sockets, spawns QEMU
+//! with an argv from `qemu.rs`, and accepts QEMU's connections. Its `Drop`
+//! kills and reaps QEMU and removes the directory, so nothing outlives it
+//! whatever path the run took; QEMU is also told to die with vmtest
+//! (`PR_SET_PDEATHSIG`) in case vmtest itself is killed. It knows nothing of
+//! what runs in the guest.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use tempfile::TempDir;
+
+use crate::qemu::VmPaths;
+
+/// How long QEMU gets to connect to vmtest's sockets after it starts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU gets to exit after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Console lines attached to boot failures.
+pub const CONSOLE_TAIL_LINES: usize = 25;
+
+/// The sockets of a running VM, one per virtio-serial port.
+pub struct Channels {
+    pub agent: UnixStream,
+    pub stdout: UnixStream,
+    pub stderr: UnixStream,
+}
+
+/// A private directory for one VM, before QEMU starts.
+pub struct VmDir {
+    dir: TempDir,
+    console_log: Option<PathBuf>,
+}
+
+impl VmDir {
+    pub fn new() -> Result<Self> {
+        // tempfile creates the directory with mode 0700.
+        let dir = tempfile::Builder::new()
+            .prefix("vmtest.")
+            .tempdir()
+            .context("creating a private temporary directory")?;
+        Ok(VmDir { dir, console_log: None })
+    }
+
+    /// Writes the guest console to `path` (kept after the run) instead of
+    /// the private directory.
+    pub fn set_console_log(&mut self, path: PathBuf) {
+        self.console_log = Some(path);
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn paths(&self) -> VmPaths {
+        let p = self.dir.path();
+        VmPaths {
+            agent_socket: p.join("agent.sock"),
+            stdout_socket: p.join("stdout.sock"),
+            stderr_socket: p.join("stderr.sock"),
+            console_log: self.console_log.clone().unwrap_or_else(|| p.join("console.log")),
+        }
+    }
+}
+
+/// A running QEMU. Dropping it kills QEMU and deletes its files.
+pub struct Vm {
+    child: Child,
+    started: Instant,
+    channels: Option<Channels>,
+    paths: VmPaths,
+    stderr_log: PathBuf,
+    exit: Option<ExitStatus>,
+    /// Extra directories removed with the VM (the init inside a rootfs).
+    _extra_dirs: Vec<TempDir>,
+    // Declared last so it is removed after QEMU is gone.
+    _dir: VmDir,
+}
+
+impl Vm {
+    /// Starts `qemu args...` wired to the sockets of `dir`, and waits until
+    /// QEMU has connected to all of them.
+    pub fn start(qemu: &Path, args: &[String], dir: VmDir, extra_dirs: Vec<TempDir>) -> Result<Vm> {
+        let paths = dir.paths();
+        let listeners = [&paths.agent_socket, &paths.stdout_socket, &paths.stderr_socket]
+            .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
+        let [agent, stdout, stderr] = listeners;
+        let (agent, stdout, stderr) = (agent?, stdout?, stderr?);
+        let stderr_log = dir.path().join("qemu.stderr");
+        let stderr_file = fs::File::create(&stderr_log).context("creating QEMU's stderr log")?;
+        log::debug!("spawning {} {}", qemu.display(), shell_words(args));
+        let mut command = Command::new(qemu);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", qemu.display()))?;
+        let mut vm = Vm {
+            child,
+            started,
+            channels: None,
+            paths,
+            stderr_log,
+            exit: None,
+            _extra_dirs: extra_dirs,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        vm.channels = Some(Channels {
+            agent: vm.accept(&agent, deadline)?,
+            stdout: vm.accept(&stdout, deadline)?,
+            stderr: vm.accept(&stderr, deadline)?,
+        });
+        Ok(vm)
+    }
+
+    /// When QEMU was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The connected sockets; `None` once taken.
+    pub fn take_channels(&mut self) -> Option<Channels> {
+        self.channels.take()
+    }
+
+    /// Accepts QEMU's connection on `listener`, failing fast if QEMU exits.
+    fn accept(&mut self, listener: &UnixListener, deadline: Instant) -> Result<UnixStream> {
+        listener.set_nonblocking(true)?;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false)?;
+                    return Ok(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.check_alive()?;
+                    if Instant::now() >= deadline {
+                        bail!(
+                            "QEMU did not connect to its sockets within {}s",
+                            CONNECT_TIMEOUT.as_secs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e).context("accepting QEMU's connection"),
+            }
+        }
+    }
+
+    /// Fails with QEMU's exit status and stderr if QEMU is no longer running.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().context("checking on QEMU")?;
+        }
+        match self.exit {
+            None => Ok(()),
+            Some(status) => Err(anyhow!("{}", self.describe_exit(status))),
+        }
+    }
+
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        let stderr = fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        let stderr = stderr.trim();
+        let mut text = format!("QEMU exited unexpectedly ({status})");
+        if !stderr.is_empty() {
+            text.push_str(":\n");
+            text.push_str(&indent(stderr));
+        }
+        let console = self.console_tail(CONSOLE_TAIL_LINES);
+        if !console.is_empty() {
+            text.push_str("\nlast lines of the guest console:\n");
+            text.push_str(&indent(&console));
+        }
+        text
+    }
+
+    /// The last `lines` lines of the guest's serial console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        console_tail(&self.paths.console_log, lines)
+    }
+
+    /// Stops QEMU (SIGTERM, then SIGKILL after a grace period) and reaps it.
+    pub fn shutdown(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.exit = Some(status);
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: the pid is our unreaped child, so it cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + TERM_GRACE;
+        let mut pause = Duration::from_millis(1);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        log::warn!("QEMU ignored SIGTERM for {}s; killing it", TERM_GRACE.as_secs());
+        let _ = self.child.kill();
+        self.exit = self.child.wait().ok();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The last `lines` lines of a console log, with carriage returns removed.
+pub fn console_tail(path: &Path, lines: usize) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = fs::File::open(path) {
+        let _ = file.read_to_end(&mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// The argv as a shell would need it, for debug logs.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c)) {
+                a.clone()
+            } else {
+                crate::guest::shell_quote(a)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
