@@ -1,0 +1,215 @@
+//! Shared helpers of the integration tests: finding the test assets, running
+//! the built vmtest binary in a scratch project directory, and checking that
+//! nothing (QEMU process, temp file) outlives a run.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// VM tests in one test binary run one at a time: TCG on two cores is slow
+/// enough already.
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+/// The directory tests/assets/build.sh fills.
+pub fn assets_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VMTEST_ASSETS") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME is not set");
+    Path::new(&home).join(".cache/vmtest-assets/current")
+}
+
+/// The built-in test kernel and its release, or `None` (outside CI) when the
+/// assets are missing. In CI a missing asset fails the test.
+pub fn test_kernel() -> Option<(PathBuf, String)> {
+    let dir = assets_dir().join("kernel");
+    let kernel = dir.join("bzImage");
+    let release = std::fs::read_to_string(dir.join("release")).ok();
+    match release {
+        Some(release) if kernel.is_file() => Some((kernel, release.trim().to_string())),
+        _ => {
+            let message = format!(
+                "test kernel not found at {}: build it with tests/assets/build.sh \
+                 (or point VMTEST_ASSETS at a directory holding kernel/bzImage)",
+                kernel.display()
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{message}");
+            }
+            eprintln!("SKIPPED (not in CI): {message}");
+            None
+        }
+    }
+}
+
+/// What a vmtest run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Fails with the whole output when the exit code differs.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+
+    pub fn assert_stdout_contains(&self, text: &str) -> &Self {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}\n{self}");
+        self
+    }
+
+    pub fn assert_stderr_contains(&self, text: &str) -> &Self {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}\n{self}");
+        self
+    }
+
+    /// The command's output: stdout without vmtest's header, verdict and
+    /// summary lines.
+    pub fn command_stdout(&self) -> String {
+        self.stdout
+            .lines()
+            .filter(|l| !l.starts_with("=== ") && !l.starts_with("--- ") && !l.starts_with("Summary: "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code: {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A scratch project directory and a way to run vmtest in it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    /// TMPDIR of vmtest's runs: must be empty after each run.
+    pub tmp: tempfile::TempDir,
+    _lock: Option<MutexGuard<'static, ()>>,
+}
+
+impl Project {
+    /// A project for tests that boot VMs (serialised).
+    pub fn for_vms() -> Project {
+        let lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        Project::build(Some(lock))
+    }
+
+    /// A project for tests that never boot a VM.
+    pub fn without_vms() -> Project {
+        Project::build(None)
+    }
+
+    fn build(lock: Option<MutexGuard<'static, ()>>) -> Project {
+        let dir = tempfile::Builder::new().prefix("vmtest-test.").tempdir().unwrap();
+        let tmp = tempfile::Builder::new().prefix("vmtest-tmp.").tempdir().unwrap();
+        Project { dir, tmp, _lock: lock }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `text` to `name` inside the project.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A vmtest command with the project as its working directory.
+    pub fn vmtest(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmtest"));
+        cmd.current_dir(self.path())
+            .env("TMPDIR", self.tmp.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `cmd` to completion and checks that it left nothing behind.
+    pub fn run(&self, cmd: &mut Command) -> Outcome {
+        let started = Instant::now();
+        let output = cmd.output().expect("running vmtest");
+        let outcome = Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        };
+        self.assert_nothing_left(&outcome);
+        outcome
+    }
+
+    /// No QEMU whose argv mentions our TMPDIR is running, and TMPDIR is empty.
+    pub fn assert_nothing_left(&self, outcome: &Outcome) {
+        let tmp = self.tmp.path().to_string_lossy().into_owned();
+        // QEMU was reaped before vmtest exited; give the kernel a moment to
+        // drop an orphan's /proc entry in case it was not.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left = processes_mentioning(&tmp);
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "processes left behind: {left:?}\n{outcome}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let entries: Vec<_> = std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            entries.is_empty(),
+            "temporary files left behind: {entries:?}\n{outcome}"
+        );
+    }
+}
+
+/// Command lines of running processes that contain `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{}: {cmdline}", name.to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// A `[[target]]` table for the test kernel.
+pub fn kernel_target(name: &str, kernel: &Path, command: &str, extra: &str) -> String {
+    format!(
+        "[[target]]\nname = {}\nkernel = {}\ncommand = {}\n{extra}\n",
+        toml_str(name),
+        toml_str(&kernel.to_string_lossy()),
+        toml_str(command)
+    )
+}
+
+/// A TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
