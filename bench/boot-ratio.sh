@@ -40,7 +40,7 @@ bare() {
     qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot \
         -machine q35 -accel "$accel" -cpu "$cpu" -smp 2 -m 4G \
         -kernel "$kernel" \
-        -append "console=ttyS0 root=vmtest_root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap rw init=$work/init panic=-1 quiet" \
+        -append "console=ttyS0 root=vmtest_root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap rw init=$work/init panic=-1" \
         -serial "file:$work/console.log" \
         -fsdev local,id=root,path=/,security_model=none,multidevs=remap \
         -device virtio-9p-pci,fsdev=root,mount_tag=vmtest_root >/dev/null 2>&1

@@ -63,6 +63,10 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
 
+    /// Directory for each target's console log [default: .vmtest next to the config file]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
     /// With --kernel: the command to run in the guest (joined with spaces, run by bash -c)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -266,7 +266,12 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
     }
     Ok(Target {
         console_log: console_log_path(base_dir, &name),
-        qemu_command: raw.qemu_command.unwrap_or_else(|| format!("qemu-system-{arch}")),
+        qemu_command: match raw.qemu_command {
+            // A path (not a bare name looked up on PATH) is relative to the file.
+            Some(cmd) if cmd.contains('/') => resolve(base_dir, Path::new(&cmd)).to_string_lossy().into_owned(),
+            Some(cmd) => cmd,
+            None => format!("qemu-system-{arch}"),
+        },
         kvm_cpu_args: raw.kvm_cpu_args.unwrap_or_else(|| "host".to_string()),
         name,
         kind,
@@ -339,9 +344,14 @@ pub fn host_arch() -> &'static str {
 /// Directory, below a log root, holding each target's logs.
 pub const LOG_DIR: &str = ".vmtest";
 
-/// The default console log of target `name`: `<base>/.vmtest/<name>/console.log`,
-/// with characters that do not belong in a file name replaced.
+/// The default console log of target `name`: `<base>/.vmtest/<name>/console.log`.
 pub fn console_log_path(base: &Path, name: &str) -> PathBuf {
+    console_log_in(&base.join(LOG_DIR), name)
+}
+
+/// The console log of target `name` below `log_dir`: `<log_dir>/<name>/console.log`,
+/// with characters that do not belong in a file name replaced.
+pub fn console_log_in(log_dir: &Path, name: &str) -> PathBuf {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -357,7 +367,7 @@ pub fn console_log_path(base: &Path, name: &str) -> PathBuf {
     } else {
         safe
     };
-    base.join(LOG_DIR).join(safe).join("console.log")
+    log_dir.join(safe).join("console.log")
 }
 
 /// Joins a relative path onto `base`; absolute paths stay as they are.

@@ -77,6 +77,15 @@ mounts = { "/mnt/data" = { host_path = "data", writable = true }, "/opt/ro" = { 
 }
 
 #[test]
+fn qemu_command_paths_are_relative_to_the_file() {
+    let base = "[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"x\"\n";
+    let t = &parse_ok(&format!("{base}qemu_command = \"bin/qemu\"\n"))[0];
+    assert_eq!(t.qemu_command, "/proj/bin/qemu");
+    let t = &parse_ok(&format!("{base}qemu_command = \"qemu-system-x86_64\"\n"))[0];
+    assert_eq!(t.qemu_command, "qemu-system-x86_64");
+}
+
+#[test]
 fn defaults() {
     let t = &parse_ok("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"true\"\n")[0];
     assert_eq!(

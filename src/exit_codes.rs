@@ -70,6 +70,9 @@ mod tests {
                 outcome,
                 phases: Phases::default(),
                 total: Duration::ZERO,
+                console_log: None,
+                stdout: Default::default(),
+                stderr: Default::default(),
             })
             .collect()
     }

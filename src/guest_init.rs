@@ -31,11 +31,12 @@ const MOUNT_FLAGS: &[(&str, libc::c_ulong)] = &[
     ("noatime", libc::MS_NOATIME),
 ];
 
-/// Handles the hidden guest-side entry point; returns `None` for a normal
-/// command line.
+/// Handles the hidden entry points (this init, and the janitor of
+/// `janitor.rs`); returns `None` for a normal command line.
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
     match (args.get(1)?.to_str()?, args.get(2)) {
         ("--guest-init", Some(plan)) => Some(init(PathBuf::from(plan))),
+        ("--janitor", None) => Some(crate::janitor::run()),
         _ => None,
     }
 }

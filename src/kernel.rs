@@ -218,6 +218,7 @@ fn write_init(
             .tempdir_in(&base)
             .with_context(|| format!("creating the init's directory in {}", base.display()))?;
         let path = private.path().to_path_buf();
+        crate::janitor::register(&path);
         extra.push(private);
         path
     };

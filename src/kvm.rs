@@ -100,6 +100,7 @@ fn probe(qemu: &Path, cpu: &str) -> Result<()> {
         .prefix("vmtest-kvm.")
         .tempdir()
         .context("creating a temporary directory")?;
+    crate::janitor::register(dir.path());
     let firmware = dir.path().join("probe.bin");
     std::fs::write(&firmware, probe_firmware()).context("writing the probe firmware")?;
     let mut child = Command::new(qemu)

@@ -6,12 +6,15 @@
 //! prints (`report`), and the results fold into the exit code (`exit_codes`).
 
 mod agent;
+mod capture;
 mod cli;
 mod config;
+mod console;
 mod exit_codes;
 mod guest;
 mod guest_init;
 mod interrupt;
+mod janitor;
 mod kernel;
 mod kvm;
 mod qemu;
@@ -89,6 +92,12 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
         targets.retain(|t| regex.is_match(&t.name));
         if targets.is_empty() {
             bail!("no target matches --filter '{pattern}' (targets: {})", all.join(", "));
+        }
+    }
+    if let Some(dir) = &args.log_dir {
+        let dir = config::resolve(&cwd, dir);
+        for target in &mut targets {
+            target.console_log = config::console_log_in(&dir, &target.name);
         }
     }
     if let Some(timeout) = args.timeout {

@@ -61,7 +61,7 @@ pub fn kernel_cmdline(arch: &str, init: &str, user_args: Option<&str>, init_args
     let mut line = format!(
         "console={} root={ROOT_TAG} rootfstype=9p \
          rootflags=trans=virtio,version=9p2000.L,msize={MSIZE},access=any,cache=mmap rw \
-         init={init} panic=-1 quiet",
+         init={init} panic=-1",
         console_device(arch)
     );
     if let Some(args) = user_args.map(str::trim).filter(|a| !a.is_empty()) {
@@ -173,6 +173,9 @@ pub fn kernel_argv(
 ) -> Vec<String> {
     let arch = target.arch.as_str();
     let mut args = machine_args(target, accel);
+    if let Some(bios) = &target.vm.bios {
+        args.extend(["-bios".into(), bios.to_string_lossy().into_owned()]);
+    }
     args.extend(["-kernel".into(), kernel.to_string_lossy().into_owned()]);
     args.extend(["-append".into(), cmdline.to_string()]);
     args.extend(console_args(&paths.console_log));
@@ -235,6 +238,7 @@ mod tests {
             writable: false,
         });
         t.vm.extra_args = vec!["-s".into()];
+        t.vm.bios = Some("/fw/bios.bin".into());
         let Kind::Kernel { kernel, rootfs, .. } = t.kind.clone() else {
             unreachable!()
         };
@@ -255,6 +259,8 @@ mod tests {
             "2",
             "-m",
             "4G",
+            "-bios",
+            "/fw/bios.bin",
             "-kernel",
             "/work/bzImage",
             "-append",
@@ -324,7 +330,7 @@ mod tests {
             kernel_cmdline("x86_64", "/bin/vmtest", Some(" ro  "), Some("--guest-init /tmp/x/plan")),
             "console=ttyS0 root=vmtest_root rootfstype=9p \
              rootflags=trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap rw \
-             init=/bin/vmtest panic=-1 quiet ro -- --guest-init /tmp/x/plan"
+             init=/bin/vmtest panic=-1 ro -- --guest-init /tmp/x/plan"
         );
         assert!(kernel_cmdline("aarch64", "/i", None, None).starts_with("console=ttyAMA0 "));
     }

@@ -77,12 +77,21 @@ fn relay(mut socket: impl Read, stream: Stream, marker: &[u8], events: &Sender<R
             let _ = events.send(RelayEvent::End(stream));
             return;
         }
-        let keep = (marker.len() - 1).min(held.len());
+        let keep = partial_marker_len(&held, marker);
         let ready: Vec<u8> = held.drain(..held.len() - keep).collect();
         if !ready.is_empty() && events.send(RelayEvent::Data(stream, ready)).is_err() {
             return;
         }
     }
+}
+
+/// How many bytes at the end of `data` could be the start of `marker`: the
+/// only bytes that must wait for the next read.
+fn partial_marker_len(data: &[u8], marker: &[u8]) -> usize {
+    (1..marker.len().min(data.len() + 1))
+        .rev()
+        .find(|&k| data.ends_with(&marker[..k]))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -142,6 +151,26 @@ mod tests {
         let (out, end) = run(b"partial", 2, &new_marker());
         assert_eq!(out, b"partial");
         assert_eq!(end, RelayEvent::Broken(Stream::Stdout));
+    }
+
+    #[test]
+    fn only_a_possible_marker_start_is_held_back() {
+        assert_eq!(partial_marker_len(b"ready\n", b"\x01end\x01"), 0);
+        assert_eq!(partial_marker_len(b"ready\x01e", b"\x01end\x01"), 2);
+        assert_eq!(partial_marker_len(b"\x01en", b"\x01end\x01"), 3);
+        assert_eq!(partial_marker_len(b"", b"\x01end\x01"), 0);
+    }
+
+    #[test]
+    fn a_short_line_is_forwarded_at_once() {
+        let (tx, rx) = mpsc::channel();
+        let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        let handle = spawn(reader, Stream::Stdout, new_marker(), tx);
+        std::io::Write::write_all(&mut writer, b"ready\n").unwrap();
+        let event = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(event, RelayEvent::Data(Stream::Stdout, b"ready\n".to_vec()));
+        drop(writer);
+        handle.join().unwrap();
     }
 
     #[test]

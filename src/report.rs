@@ -89,7 +89,13 @@ pub fn verdict(result: &TargetResult) -> String {
     let time = seconds(result.total);
     match &result.outcome {
         Outcome::Passed => format!("--- PASS {} ({time})", result.name),
-        outcome => format!("--- FAIL {} ({time}): {}", result.name, failure_reason(outcome)),
+        outcome => {
+            let mut text = format!("--- FAIL {} ({time}): {}", result.name, failure_reason(outcome));
+            if let Some(log) = &result.console_log {
+                text.push_str(&format!("\n    console log: {}", log.display()));
+            }
+            text
+        }
     }
 }
 
@@ -145,7 +151,22 @@ mod tests {
             outcome,
             phases: Phases::default(),
             total: Duration::from_millis(2500),
+            console_log: None,
+            stdout: Default::default(),
+            stderr: Default::default(),
         }
+    }
+
+    #[test]
+    fn failures_point_at_the_console_log() {
+        let mut r = result("b", Outcome::Failed { code: 1 });
+        r.console_log = Some("/p/.vmtest/b/console.log".into());
+        assert_eq!(
+            verdict(&r),
+            "--- FAIL b (2.50s): exit code 1\n    console log: /p/.vmtest/b/console.log"
+        );
+        r.outcome = Outcome::Passed;
+        assert_eq!(verdict(&r), "--- PASS b (2.50s)");
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! module prints nothing itself.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::agent::{Agent, ExitStatus, WaitError};
+use crate::capture::Captured;
 use crate::config::{Kind, Target};
 use crate::guest;
 use crate::interrupt;
@@ -86,6 +88,29 @@ pub struct TargetResult {
     pub outcome: Outcome,
     pub phases: Phases,
     pub total: Duration,
+    /// The guest's console log, if this run wrote one that is kept.
+    pub console_log: Option<PathBuf>,
+    /// The command's output, bounded.
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+/// Where the command's output goes: live to the reporter, and a bounded
+/// copy into the result.
+struct Sink<'a> {
+    reporter: &'a mut Reporter,
+    stdout: Captured,
+    stderr: Captured,
+}
+
+impl Sink<'_> {
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.push(bytes),
+            Stream::Stderr => self.stderr.push(bytes),
+        }
+        self.reporter.output(stream, bytes);
+    }
 }
 
 /// Runs every target in order and returns their results.
@@ -96,19 +121,29 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
         reporter.target_started(target);
         let started = Instant::now();
         let mut phases = Phases::default();
-        let outcome =
-            run_target(target, reporter, &mut accels, &mut phases).unwrap_or_else(|e| match interrupt::received() {
-                Some(signal) => Outcome::Interrupted { signal },
-                None => Outcome::Error {
-                    message: format!("{e:#}"),
-                },
-            });
+        // A log from an earlier run would mislead if this one never boots.
+        let _ = std::fs::remove_file(&target.console_log);
+        let mut sink = Sink {
+            reporter,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+        };
+        let outcome = run_target(target, &mut sink, &mut accels, &mut phases);
+        let outcome = outcome.unwrap_or_else(|e| match interrupt::received() {
+            Some(signal) => Outcome::Interrupted { signal },
+            None => Outcome::Error {
+                message: format!("{e:#}"),
+            },
+        });
         let result = TargetResult {
             name: target.name.clone(),
             kind: target.kind.label(),
             outcome,
             phases,
             total: started.elapsed(),
+            console_log: Some(target.console_log.clone()).filter(|p| p.exists()),
+            stdout: sink.stdout,
+            stderr: sink.stderr,
         };
         reporter.target_finished(&result);
         results.push(result);
@@ -121,7 +156,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
 
 fn run_target(
     target: &Target,
-    reporter: &mut Reporter,
+    sink: &mut Sink,
     accels: &mut HashMap<(String, String, String), kvm::Choice>,
     phases: &mut Phases,
 ) -> Result<Outcome> {
@@ -145,7 +180,7 @@ fn run_target(
         let choice = accels.entry(key).or_insert_with(|| {
             let choice = kvm::choose(qemu, &target.arch, &target.kvm_cpu_args);
             if let Some(warning) = &choice.warning {
-                reporter.warning(warning);
+                sink.reporter.warning(warning);
             }
             choice
         });
@@ -163,7 +198,7 @@ fn run_target(
         env: launch.env,
         marker: launch.marker,
     };
-    run_in_vm(vm, &command, target, boot_timeout, reporter, phases)
+    run_in_vm(vm, &command, target, boot_timeout, sink, phases)
 }
 
 /// How to start the command once the guest is up.
@@ -202,7 +237,25 @@ fn run_in_vm(
     command: &GuestCommand,
     target: &Target,
     boot_timeout: u64,
-    reporter: &mut Reporter,
+    sink: &mut Sink,
+    phases: &mut Phases,
+) -> Result<Outcome> {
+    let result = drive_vm(&mut vm, command, target, boot_timeout, sink, phases);
+    if result.is_err() && interrupt::received().is_none() {
+        // A broken socket usually means QEMU is exiting (a panic, a crash):
+        // that is the error worth reporting.
+        vm.wait_exit(Duration::from_secs(2));
+        vm.check_alive()?;
+    }
+    result
+}
+
+fn drive_vm(
+    vm: &mut Vm,
+    command: &GuestCommand,
+    target: &Target,
+    boot_timeout: u64,
+    sink: &mut Sink,
     phases: &mut Phases,
 ) -> Result<Outcome> {
     let boot_started = vm.started();
@@ -256,7 +309,7 @@ fn run_in_vm(
             wait = wait.min(deadline - now);
         }
         match rx.recv_timeout(wait) {
-            Ok(RelayEvent::Data(stream, bytes)) => reporter.output(stream, &bytes),
+            Ok(RelayEvent::Data(stream, bytes)) => sink.output(stream, &bytes),
             Ok(RelayEvent::End(_)) => open -= 1,
             Ok(RelayEvent::Broken(_)) => {
                 vm.check_alive()?;
@@ -279,7 +332,7 @@ fn run_in_vm(
     }
     let status = match early_status {
         Some(status) => status,
-        None => match wait_status(&mut agent, pid, &mut vm, command_deadline)? {
+        None => match wait_status(&mut agent, pid, vm, command_deadline)? {
             Some(status) => status,
             None => {
                 phases.command = command_started.elapsed();
@@ -294,11 +347,10 @@ fn run_in_vm(
     // Output that raced the status (only when the markers never came).
     while let Ok(event) = rx.try_recv() {
         if let RelayEvent::Data(stream, bytes) = event {
-            reporter.output(stream, &bytes);
+            sink.output(stream, &bytes);
         }
     }
     vm.shutdown();
-    drop(vm);
     for relay in relays {
         let _ = relay.join();
     }

@@ -9,7 +9,7 @@
 //! what runs in the guest.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
+use crate::console::{self, ConsoleWatch};
 use crate::qemu::VmPaths;
 
 /// How long QEMU gets to connect to vmtest's sockets after it starts.
@@ -27,6 +28,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Console lines attached to boot failures.
 pub const CONSOLE_TAIL_LINES: usize = 25;
+/// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
+const PANIC_GRACE: Duration = Duration::from_secs(1);
 
 /// The sockets of a running VM, one per virtio-serial port.
 pub struct Channels {
@@ -48,6 +51,7 @@ impl VmDir {
             .prefix("vmtest.")
             .tempdir()
             .context("creating a private temporary directory")?;
+        crate::janitor::register(dir.path());
         Ok(VmDir { dir, console_log: None })
     }
 
@@ -76,6 +80,7 @@ impl VmDir {
 pub struct Vm {
     child: Child,
     started: Instant,
+    console: ConsoleWatch,
     channels: Option<Channels>,
     paths: VmPaths,
     stderr_log: PathBuf,
@@ -120,6 +125,7 @@ impl Vm {
         let mut vm = Vm {
             child,
             started,
+            console: ConsoleWatch::new(paths.console_log.clone()),
             channels: None,
             paths,
             stderr_log,
@@ -170,18 +176,28 @@ impl Vm {
         }
     }
 
-    /// Fails with QEMU's exit status and stderr if QEMU is no longer running.
+    /// Fails if QEMU is no longer running (with its exit status, stderr and
+    /// the console's last lines) or the guest kernel panicked (with the
+    /// panic message; QEMU is stopped if the kernel does not reboot itself).
     pub fn check_alive(&mut self) -> Result<()> {
         if self.exit.is_none() {
             self.exit = self.child.try_wait().context("checking on QEMU")?;
         }
-        match self.exit {
-            None => Ok(()),
-            Some(status) => Err(anyhow!("{}", self.describe_exit(status))),
+        if let Some(status) = self.exit {
+            return Err(anyhow!("{}", self.describe_exit(status)));
         }
+        if self.console.poll().is_some_and(|seen| seen.elapsed() >= PANIC_GRACE) {
+            self.shutdown();
+            let lines = console::panic_lines(self.console.path()).unwrap_or_default();
+            bail!("the guest kernel panicked:\n{}", indent(&lines));
+        }
+        Ok(())
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
+        if let Some(lines) = console::panic_lines(&self.paths.console_log) {
+            return format!("the guest kernel panicked:\n{}", indent(&lines));
+        }
         let stderr = fs::read_to_string(&self.stderr_log).unwrap_or_default();
         let stderr = stderr.trim();
         let mut text = format!("QEMU exited unexpectedly ({status})");
@@ -199,7 +215,16 @@ impl Vm {
 
     /// The last `lines` lines of the guest's serial console.
     pub fn console_tail(&self, lines: usize) -> String {
-        console_tail(&self.paths.console_log, lines)
+        console::tail(&self.paths.console_log, lines)
+    }
+
+    /// Waits up to `limit` for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.exit.is_none() && Instant::now() < deadline {
+            self.exit = self.child.try_wait().ok().flatten();
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Stops QEMU (SIGTERM, then SIGKILL after a grace period) and reaps it.
@@ -234,17 +259,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// The last `lines` lines of a console log, with carriage returns removed.
-pub fn console_tail(path: &Path, lines: usize) -> String {
-    let mut bytes = Vec::new();
-    if let Ok(mut file) = fs::File::open(path) {
-        let _ = file.read_to_end(&mut bytes);
-    }
-    let text = String::from_utf8_lossy(&bytes).replace('\r', "");
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn indent(text: &str) -> String {

@@ -213,3 +213,114 @@ pub fn kernel_target(name: &str, kernel: &Path, command: &str, extra: &str) -> S
 pub fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
+
+/// A vmtest process whose stdout lines are timestamped as they arrive.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    pub seen: Vec<(Instant, String)>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    pub fn start(cmd: &mut Command) -> Running {
+        use std::io::{BufRead, Read};
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting vmtest");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits until a stdout line equal to `line` arrives; returns its time.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, text)) => {
+                    let found = text == line;
+                    self.seen.push((at, text));
+                    if found {
+                        return at;
+                    }
+                }
+                Err(_) => panic!("no line {line:?} within {timeout:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Sends `signal` to vmtest.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own unreaped child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// Waits for vmtest to exit, with a deadline; returns everything.
+    pub fn finish(mut self, timeout: Duration) -> Outcome {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("vmtest did not exit within {timeout:?}; saw {:?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = self.stderr.join().unwrap_or_default();
+        let mut lines: Vec<String> = self.seen.into_iter().map(|(_, l)| l).collect();
+        lines.extend(self.lines.iter().map(|(_, l)| l));
+        Outcome {
+            code: status.code(),
+            stdout: lines.iter().map(|l| format!("{l}\n")).collect(),
+            stderr,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+impl Project {
+    /// Waits (up to `timeout`) until nothing of vmtest's is left: for runs
+    /// that vmtest could not clean up itself.
+    pub fn wait_until_nothing_left(&self, timeout: Duration) {
+        let tmp = self.tmp.path().to_string_lossy().into_owned();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let procs = processes_mentioning(&tmp);
+            let files: Vec<_> = std::fs::read_dir(self.tmp.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            if procs.is_empty() && files.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind after {timeout:?}: processes {procs:?}, files {files:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! A bounded copy of a command's output, kept for reports.
+//!
+//! The live output goes to the terminal as it arrives; reports (JUnit, JSON)
+//! want it afterwards. A [`Captured`] keeps the last [`CAPTURE_LIMIT`] bytes
+//! of a stream (a failure's cause is usually at the end) and counts the
+//! rest, so a 20 MB output costs at most that much memory.
+
+/// Bytes of each stream kept for reports.
+pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// The tail of one output stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The last bytes written, at most [`CAPTURE_LIMIT`].
+    pub tail: Vec<u8>,
+    /// Every byte written, kept or not.
+    pub total: u64,
+}
+
+// Used by the JUnit and JSON reports.
+#[allow(dead_code)]
+impl Captured {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if bytes.len() >= CAPTURE_LIMIT {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - CAPTURE_LIMIT..]);
+            return;
+        }
+        let overflow = (self.tail.len() + bytes.len()).saturating_sub(CAPTURE_LIMIT);
+        self.tail.drain(..overflow);
+        self.tail.extend_from_slice(bytes);
+    }
+
+    /// Bytes dropped from the front.
+    pub fn dropped(&self) -> u64 {
+        self.total - self.tail.len() as u64
+    }
+
+    /// The kept bytes as text, with a note when the front was dropped.
+    pub fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.tail);
+        match self.dropped() {
+            0 => text.into_owned(),
+            n => format!("[vmtest: {n} earlier bytes not kept]\n{text}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_tail_and_counts_everything() {
+        let mut c = Captured::default();
+        c.push(b"hello ");
+        c.push(b"world");
+        assert_eq!(c.text(), "hello world");
+        let big = vec![b'x'; CAPTURE_LIMIT];
+        c.push(&big);
+        c.push(b"end");
+        assert_eq!(c.total, 11 + CAPTURE_LIMIT as u64 + 3);
+        assert_eq!(c.tail.len(), CAPTURE_LIMIT);
+        assert!(c.tail.ends_with(b"xend"));
+        assert_eq!(c.dropped(), 14);
+        assert!(c.text().starts_with("[vmtest: 14 earlier bytes not kept]\nxxx"));
+    }
+}
