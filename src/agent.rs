@@ -130,6 +130,39 @@ impl Agent {
         Ok(self.execute(&command, deadline)?.pid)
     }
 
+    /// Runs `path args...` in the guest to completion with its output
+    /// captured by the agent (for short setup programs, not the command).
+    pub fn run(&mut self, path: &str, args: Vec<String>, deadline: Instant) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let command = qga::guest_exec {
+            path: path.to_string(),
+            arg: Some(args),
+            env: None,
+            input_data: None,
+            capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
+        };
+        let pid = self.execute(&command, deadline)?.pid;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let status = self.execute(&qga::guest_exec_status { pid }, deadline)?;
+            if status.exited {
+                let code = match (status.signal, status.exitcode) {
+                    (Some(signal), _) if signal > 0 => ExitStatus::Signal(signal),
+                    (_, code) => ExitStatus::Code(code.unwrap_or(0)),
+                };
+                return Ok((
+                    code,
+                    status.out_data.unwrap_or_default(),
+                    status.err_data.unwrap_or_default(),
+                ));
+            }
+            if Instant::now() >= deadline {
+                bail!("{path} did not finish in the guest in time");
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// The status of a guest process, if it has exited.
     pub fn status(&mut self, pid: i64, deadline: Instant) -> Result<Option<ExitStatus>> {
         let status = self.execute(&qga::guest_exec_status { pid }, deadline)?;

@@ -12,33 +12,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::config::Target;
 use crate::guest::{self, GUEST_SHARE};
+use crate::launch::{Helper, Launch};
 use crate::qemu::{self, Accel};
 use crate::vm::VmDir;
-
-/// How the guest agent starts the command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Helper {
-    /// `bash -c` with its output redirected to the FIFOs that vmtest's own
-    /// init relays to the output ports.
-    InitRelay,
-    /// `bash -c` with the shell wrapper, which relays the output itself.
-    Shell,
-}
-
-/// Everything needed to start a kernel target's VM and run its command.
-pub struct Launch {
-    pub qemu: PathBuf,
-    pub args: Vec<String>,
-    pub dir: VmDir,
-    /// Directories removed with the VM (an init inside a foreign rootfs).
-    pub extra_dirs: Vec<tempfile::TempDir>,
-    pub helper: Helper,
-    /// The command's working directory in the guest.
-    pub workdir: String,
-    pub env: Vec<String>,
-    /// The end-of-output marker, known to the init in relay mode.
-    pub marker: String,
-}
 
 /// Checks a kernel target and prepares its launch.
 pub fn prepare(
@@ -65,9 +41,11 @@ pub fn prepare(
         dir,
         extra_dirs,
         helper: boot.helper,
+        setup: Vec::new(),
         workdir: guest_workdir(target, rootfs),
         env: command_env(target),
         marker,
+        accel,
     })
 }
 

@@ -17,6 +17,7 @@ mod interrupt;
 mod janitor;
 mod kernel;
 mod kvm;
+mod launch;
 mod qemu;
 mod relay;
 mod report;

@@ -19,8 +19,9 @@ use crate::capture::Captured;
 use crate::config::{Kind, Target};
 use crate::guest;
 use crate::interrupt;
-use crate::kernel::{self, Helper};
+use crate::kernel;
 use crate::kvm;
+use crate::launch::{Helper, Launch, SetupStep};
 use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::Reporter;
@@ -187,13 +188,19 @@ fn run_target(
         chosen = choice.accel;
         choice.accel
     })?;
-    let boot_timeout = target.boot_timeout.unwrap_or(match chosen {
+    launch_target(launch, target, sink, phases)
+}
+
+/// Starts a prepared target's VM and runs its command.
+fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut Phases) -> Result<Outcome> {
+    let boot_timeout = target.boot_timeout.unwrap_or(match launch.accel {
         Accel::Kvm => DEFAULT_BOOT_TIMEOUT_KVM,
         Accel::Tcg => DEFAULT_BOOT_TIMEOUT_TCG,
     });
     let vm = Vm::start(&launch.qemu, &launch.args, launch.dir, launch.extra_dirs)?;
     let command = GuestCommand {
         helper: launch.helper,
+        setup: launch.setup,
         workdir: launch.workdir,
         env: launch.env,
         marker: launch.marker,
@@ -204,6 +211,7 @@ fn run_target(
 /// How to start the command once the guest is up.
 struct GuestCommand {
     helper: Helper,
+    setup: Vec<SetupStep>,
     workdir: String,
     env: Vec<String>,
     marker: String,
@@ -278,6 +286,17 @@ fn drive_vm(
     log::debug!("target '{}': agent answered after {:?}", target.name, phases.boot);
 
     let setup_started = Instant::now();
+    for step in &command.setup {
+        interrupt::check()?;
+        let deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        let (status, _, stderr) = agent
+            .run(&step.path, step.args.clone(), deadline)
+            .with_context(|| step.what.clone())?;
+        if status != ExitStatus::Code(0) {
+            let stderr = String::from_utf8_lossy(&stderr);
+            bail!("{} failed in the guest ({status:?}): {}", step.what, stderr.trim());
+        }
+    }
     let (tx, rx) = mpsc::channel();
     let relays = [
         relay::spawn(channels.stdout, Stream::Stdout, command.marker.clone(), tx.clone()),

@@ -78,4 +78,13 @@ log "kernel $(cat "$out/kernel/release") at $out/kernel/bzImage"
 
 # A stable name for the newest build, so tests and users need no key.
 ln -sfn "$key" "$cache_root/current"
+
+# Further assets come from build-*.sh beside this script, in name order. Each
+# caches its own output in "$cache_root/<name>-<hash of its script>" and links
+# it into the asset directory as "$cache_root/current/<name>".
+for part in "$here"/build-*.sh; do
+    [ -e "$part" ] || continue
+    log "running $(basename "$part")"
+    bash "$part" "$cache_root" "$cache_root/current" >&2
+done
 echo "$cache_root/current"
