@@ -8,7 +8,7 @@
 //! module prints nothing itself.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,7 @@ impl Sink<'_> {
 
 /// Runs every target in order and returns their results.
 pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult> {
-    let mut accels: HashMap<(String, String, String), kvm::Choice> = HashMap::new();
+    let mut accels = AccelCache::new();
     let mut results = Vec::with_capacity(targets.len());
     for target in targets {
         reporter.target_started(target);
@@ -155,12 +155,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
     results
 }
 
-fn run_target(
-    target: &Target,
-    sink: &mut Sink,
-    accels: &mut HashMap<(String, String, String), kvm::Choice>,
-    phases: &mut Phases,
-) -> Result<Outcome> {
+fn run_target(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases: &mut Phases) -> Result<Outcome> {
     let (kernel, kernel_args, rootfs) = match &target.kind {
         Kind::Kernel {
             kernel,
@@ -171,25 +166,28 @@ fn run_target(
             bail!("image targets are not supported yet (image {})", image.display())
         }
     };
-    let key = (
-        target.qemu_command.clone(),
-        target.arch.clone(),
-        target.kvm_cpu_args.clone(),
-    );
-    let mut chosen = Accel::Tcg;
     let launch = kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, |qemu| {
-        let choice = accels.entry(key).or_insert_with(|| {
-            let choice = kvm::choose(qemu, &target.arch, &target.kvm_cpu_args);
-            if let Some(warning) = &choice.warning {
-                sink.reporter.warning(warning);
-            }
-            choice
-        });
-        chosen = choice.accel;
-        choice.accel
+        choose_accel(accels, qemu, target, sink.reporter)
     })?;
     launch_target(launch, target, sink, phases)
 }
+
+/// The accelerator for `target`, decided once per QEMU binary, architecture
+/// and KVM CPU model; a fallback to TCG is reported once.
+fn choose_accel(accels: &mut AccelCache, qemu: &Path, target: &Target, reporter: &mut Reporter) -> Accel {
+    let key = (qemu.to_path_buf(), target.arch.clone(), target.kvm_cpu_args.clone());
+    let choice = accels.entry(key).or_insert_with(|| {
+        let choice = kvm::choose(qemu, &target.arch, &target.kvm_cpu_args);
+        if let Some(warning) = &choice.warning {
+            reporter.warning(warning);
+        }
+        choice
+    });
+    choice.accel
+}
+
+/// Accelerator decisions already made in this run.
+type AccelCache = HashMap<(PathBuf, String, String), kvm::Choice>;
 
 /// Starts a prepared target's VM and runs its command.
 fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut Phases) -> Result<Outcome> {
