@@ -20,6 +20,7 @@ mod kvm;
 mod launch;
 mod qemu;
 mod relay;
+mod render;
 mod report;
 mod runner;
 mod vm;

@@ -1,152 +1,297 @@
-//! Rendering what happens: the only code that prints.
+//! Showing what happens as it happens: the only code that prints.
 //!
-//! The runner sends events (a target starts, output arrives, a target ends,
-//! a warning) and the [`Reporter`] turns them into text: per target a header,
-//! the command's output as it arrives (stdout to stdout, stderr to stderr),
-//! and a verdict line; at the end a summary. Rendering of verdicts and the
-//! summary are pure functions so tests compare whole outputs.
+//! The runner sends events (a target starts, changes phase, emits output,
+//! ends; a warning) and the [`Reporter`] shows them. The command's stdout
+//! goes to stdout and its stderr to stderr, as they arrive. Around them:
+//! - plain mode (no terminal, `NO_COLOR`, `VMTEST_NO_UI=1`, CI logs): a
+//!   `=== NAME` header, the output, a verdict line; no escape codes. Under
+//!   GitHub Actions the section is a collapsible `::group::`.
+//! - live mode (a terminal): one status line per running target (booting /
+//!   setting up / running, with elapsed time), redrawn in place; it collapses
+//!   into the coloured verdict when the target ends. A header is printed
+//!   only once the target has output to attribute.
+//!
+//! The words themselves come from `render.rs`.
 
-use std::io::{self, Write};
-use std::time::Duration;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
 
-use crate::config::{Kind, Target};
+use crate::config::Target;
 use crate::relay::Stream;
-use crate::runner::{Outcome, TargetResult};
+use crate::render;
+use crate::runner::TargetResult;
+
+/// Where a running target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Booting,
+    SettingUp,
+    Running,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Booting => "booting",
+            Phase::SettingUp => "setting up",
+            Phase::Running => "running",
+        }
+    }
+}
+
+/// How the report is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    /// Plain, with GitHub Actions groups around each target.
+    GitHub,
+    Live,
+}
+
+impl Mode {
+    /// The mode for this process's stdout and environment.
+    pub fn detect() -> Mode {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+            Mode::GitHub
+        } else if io::stdout().is_terminal()
+            && !set("NO_COLOR")
+            && std::env::var_os("VMTEST_NO_UI").is_none_or(|v| v != "1")
+        {
+            Mode::Live
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// The target being shown.
+struct Current {
+    name: String,
+    header: String,
+    started: Instant,
+    phase: Phase,
+    phase_started: Instant,
+    /// Whether its header is on screen (live mode prints it lazily).
+    header_shown: bool,
+}
+
+/// Least time between two redraws of the live status line.
+const REDRAW: Duration = Duration::from_millis(200);
+const CLEAR_LINE: &str = "\r\x1b[2K";
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
 
 /// Writes the report to two sinks: normally the process's stdout and stderr.
 pub struct Reporter {
     out: Box<dyn Write>,
     err: Box<dyn Write>,
-    /// Whether the last byte of command output on stdout ended a line.
-    at_line_start: bool,
+    mode: Mode,
+    current: Option<Current>,
+    /// Whether the command's last stdout / stderr byte ended a line.
+    out_at_line_start: bool,
+    err_at_line_start: bool,
+    status_shown: bool,
+    last_draw: Instant,
 }
 
 impl Reporter {
     pub fn stdio() -> Self {
-        Reporter::new(Box::new(io::stdout()), Box::new(io::stderr()))
+        Reporter::new(Box::new(io::stdout()), Box::new(io::stderr()), Mode::detect())
     }
 
-    pub fn new(out: Box<dyn Write>, err: Box<dyn Write>) -> Self {
+    pub fn new(out: Box<dyn Write>, err: Box<dyn Write>, mode: Mode) -> Self {
         Reporter {
             out,
             err,
-            at_line_start: true,
+            mode,
+            current: None,
+            out_at_line_start: true,
+            err_at_line_start: true,
+            status_shown: false,
+            last_draw: Instant::now(),
         }
     }
 
     pub fn warning(&mut self, message: &str) {
+        self.clear_status();
         let _ = writeln!(self.err, "vmtest: warning: {message}");
         let _ = self.err.flush();
+        self.draw_status();
     }
 
     pub fn target_started(&mut self, target: &Target) {
-        let _ = writeln!(self.out, "{}", header(target));
+        let now = Instant::now();
+        let header = render::header(target);
+        self.current = Some(Current {
+            name: target.name.clone(),
+            header: header.clone(),
+            started: now,
+            phase: Phase::Booting,
+            phase_started: now,
+            header_shown: self.mode != Mode::Live,
+        });
+        self.out_at_line_start = true;
+        self.err_at_line_start = true;
+        match self.mode {
+            Mode::Plain => {
+                let _ = writeln!(self.out, "{header}");
+            }
+            Mode::GitHub => {
+                let _ = writeln!(self.out, "::group::{header}");
+            }
+            Mode::Live => self.draw_status(),
+        }
         let _ = self.out.flush();
-        self.at_line_start = true;
+    }
+
+    pub fn phase(&mut self, phase: Phase) {
+        if let Some(current) = &mut self.current {
+            current.phase = phase;
+            current.phase_started = Instant::now();
+        }
+        self.draw_status();
+    }
+
+    /// Called while waiting, so the live view's clock moves.
+    pub fn tick(&mut self) {
+        if self.mode == Mode::Live && self.last_draw.elapsed() >= REDRAW {
+            self.draw_status();
+        }
     }
 
     pub fn output(&mut self, stream: Stream, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
+        self.clear_status();
+        if let Some(current) = &mut self.current
+            && !current.header_shown
+        {
+            current.header_shown = true;
+            let _ = writeln!(self.out, "{DIM}{}{RESET}", current.header);
+            let _ = self.out.flush();
+        }
+        let ends_line = bytes.ends_with(b"\n");
         let sink = match stream {
             Stream::Stdout => {
-                self.at_line_start = bytes.ends_with(b"\n");
+                self.out_at_line_start = ends_line;
                 &mut self.out
             }
-            Stream::Stderr => &mut self.err,
+            Stream::Stderr => {
+                self.err_at_line_start = ends_line;
+                &mut self.err
+            }
         };
         let _ = sink.write_all(bytes);
         let _ = sink.flush();
+        self.draw_status();
     }
 
     pub fn target_finished(&mut self, result: &TargetResult) {
-        if !self.at_line_start {
+        self.clear_status();
+        if !self.out_at_line_start {
             let _ = writeln!(self.out);
-            self.at_line_start = true;
+            self.out_at_line_start = true;
         }
-        let _ = writeln!(self.out, "{}", verdict(result));
+        if !self.err_at_line_start {
+            let _ = writeln!(self.err);
+            let _ = self.err.flush();
+            self.err_at_line_start = true;
+        }
+        let verdict = render::verdict(result);
+        match self.mode {
+            Mode::Plain => {
+                let _ = writeln!(self.out, "{verdict}");
+            }
+            Mode::GitHub => {
+                let _ = writeln!(self.out, "::endgroup::\n{verdict}");
+            }
+            Mode::Live => {
+                let colour = if result.outcome.passed() { GREEN } else { RED };
+                let (first, rest) = verdict.split_once('\n').unwrap_or((&verdict, ""));
+                let _ = writeln!(self.out, "{colour}{first}{RESET}");
+                if !rest.is_empty() {
+                    let _ = writeln!(self.out, "{rest}");
+                }
+            }
+        }
         let _ = self.out.flush();
+        self.current = None;
     }
 
     pub fn summary(&mut self, results: &[TargetResult], planned: usize) {
-        let _ = write!(self.out, "{}", summary(results, planned));
+        self.clear_status();
+        let _ = write!(self.out, "{}", render::summary(results, planned));
         let _ = self.out.flush();
     }
-}
 
-/// The line that opens a target's section.
-pub fn header(target: &Target) -> String {
-    let what = match &target.kind {
-        Kind::Kernel { kernel, .. } => format!("kernel {}", kernel.display()),
-        Kind::Image { image, .. } => format!("image {}", image.display()),
-    };
-    format!("=== {} ({what})", target.name)
-}
+    /// Draws the live status line, unless output left a line unfinished.
+    fn draw_status(&mut self) {
+        if self.mode != Mode::Live || !self.out_at_line_start || !self.err_at_line_start {
+            return;
+        }
+        let Some(current) = &self.current else { return };
+        let line = format!(
+            "{CLEAR_LINE}{DIM}… {} {} {:.1}s (total {:.1}s){RESET}",
+            current.name,
+            current.phase.label(),
+            current.phase_started.elapsed().as_secs_f64(),
+            current.started.elapsed().as_secs_f64()
+        );
+        let _ = self.out.write_all(line.as_bytes());
+        let _ = self.out.flush();
+        self.status_shown = true;
+        self.last_draw = Instant::now();
+    }
 
-/// The line (or lines, for an error with details) closing a target.
-pub fn verdict(result: &TargetResult) -> String {
-    let time = seconds(result.total);
-    match &result.outcome {
-        Outcome::Passed => format!("--- PASS {} ({time})", result.name),
-        outcome => {
-            let mut text = format!("--- FAIL {} ({time}): {}", result.name, failure_reason(outcome));
-            if let Some(log) = &result.console_log {
-                text.push_str(&format!("\n    console log: {}", log.display()));
-            }
-            text
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            let _ = self.out.write_all(CLEAR_LINE.as_bytes());
+            let _ = self.out.flush();
+            self.status_shown = false;
         }
     }
-}
-
-/// Why a target failed, in words.
-pub fn failure_reason(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Passed => "passed".to_string(),
-        Outcome::Failed { code } => format!("exit code {code}"),
-        Outcome::Signaled { signal } => format!("killed by signal {signal}"),
-        Outcome::TimedOut { secs } => format!("timed out after {secs} s"),
-        Outcome::Error { message } => format!("error: {message}"),
-        Outcome::Interrupted { signal } => crate::interrupt::Interrupted(*signal).to_string(),
-    }
-}
-
-/// The closing summary: each failed target again, then the counts (with
-/// the targets never run, if vmtest was interrupted).
-pub fn summary(results: &[TargetResult], planned: usize) -> String {
-    let passed = results.iter().filter(|r| r.outcome.passed()).count();
-    let failed = results.len() - passed;
-    let mut text = String::new();
-    if failed > 0 && results.len() > 1 {
-        text.push_str("Failed targets:\n");
-        for r in results.iter().filter(|r| !r.outcome.passed()) {
-            let reason = failure_reason(&r.outcome);
-            let first_line = reason.lines().next().unwrap_or_default();
-            text.push_str(&format!("  {}: {first_line}\n", r.name));
-        }
-    }
-    let not_run = planned.saturating_sub(results.len());
-    let not_run = if not_run > 0 {
-        format!(", {not_run} not run")
-    } else {
-        String::new()
-    };
-    text.push_str(&format!("Summary: {passed} passed, {failed} failed{not_run}\n"));
-    text
-}
-
-fn seconds(d: Duration) -> String {
-    format!("{:.2}s", d.as_secs_f64())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::Phases;
+    use crate::runner::{Outcome, Phases};
 
-    fn result(name: &str, outcome: Outcome) -> TargetResult {
+    #[derive(Clone, Default)]
+    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.borrow().clone()).unwrap()
+        }
+    }
+
+    fn target() -> Target {
+        let args = crate::config::OneLiner {
+            kernel: "/k/bzImage".into(),
+            command: "true".into(),
+            ..Default::default()
+        };
+        crate::config::one_liner(args, std::path::Path::new("/w")).unwrap()
+    }
+
+    fn result(outcome: Outcome) -> TargetResult {
         TargetResult {
-            name: name.into(),
+            name: "bzImage".into(),
             kind: "kernel",
             outcome,
             phases: Phases::default(),
@@ -157,81 +302,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_point_at_the_console_log() {
-        let mut r = result("b", Outcome::Failed { code: 1 });
-        r.console_log = Some("/p/.vmtest/b/console.log".into());
-        assert_eq!(
-            verdict(&r),
-            "--- FAIL b (2.50s): exit code 1\n    console log: /p/.vmtest/b/console.log"
-        );
-        r.outcome = Outcome::Passed;
-        assert_eq!(verdict(&r), "--- PASS b (2.50s)");
-    }
-
-    #[test]
-    fn verdicts() {
-        assert_eq!(verdict(&result("a", Outcome::Passed)), "--- PASS a (2.50s)");
-        assert_eq!(
-            verdict(&result("b", Outcome::Failed { code: 12 })),
-            "--- FAIL b (2.50s): exit code 12"
-        );
-        assert_eq!(
-            verdict(&result("c", Outcome::Signaled { signal: 9 })),
-            "--- FAIL c (2.50s): killed by signal 9"
-        );
-        assert_eq!(
-            verdict(&result("d", Outcome::TimedOut { secs: 5 })),
-            "--- FAIL d (2.50s): timed out after 5 s"
-        );
-    }
-
-    #[test]
-    fn whole_report_is_rendered_in_order() {
-        #[derive(Clone, Default)]
-        struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.borrow_mut().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
+    /// Runs one target with some output through a reporter in `mode`.
+    fn render(mode: Mode) -> (String, String) {
         let (out, err) = (Shared::default(), Shared::default());
-        let mut reporter = Reporter::new(Box::new(out.clone()), Box::new(err.clone()));
-        let target = crate::config::one_liner(
-            crate::config::OneLiner {
-                kernel: "/k/bzImage".into(),
-                command: "true".into(),
-                ..Default::default()
-            },
-            std::path::Path::new("/w"),
-        )
-        .unwrap();
-        reporter.target_started(&target);
+        let mut reporter = Reporter::new(Box::new(out.clone()), Box::new(err.clone()), mode);
+        reporter.target_started(&target());
+        reporter.phase(Phase::Running);
         reporter.output(Stream::Stdout, b"hello");
         reporter.output(Stream::Stderr, b"oops\n");
-        let results = vec![
-            result("bzImage", Outcome::Failed { code: 3 }),
-            result(
-                "other",
-                Outcome::Error {
-                    message: "kernel /x not found\nmore".into(),
-                },
-            ),
-        ];
+        let results = vec![result(Outcome::Failed { code: 3 })];
         reporter.target_finished(&results[0]);
-        reporter.summary(&results, 3);
+        reporter.summary(&results, 2);
+        (out.text(), err.text())
+    }
+
+    #[test]
+    fn plain_report() {
+        let (out, err) = render(Mode::Plain);
         assert_eq!(
-            String::from_utf8(out.0.borrow().clone()).unwrap(),
+            out,
             "=== bzImage (kernel /k/bzImage)\n\
              hello\n\
              --- FAIL bzImage (2.50s): exit code 3\n\
-             Failed targets:\n  bzImage: exit code 3\n  other: error: kernel /x not found\n\
-             Summary: 0 passed, 2 failed, 1 not run\n"
+             Summary: 0 passed, 1 failed, 1 not run\n"
         );
-        assert_eq!(String::from_utf8(err.0.borrow().clone()).unwrap(), "oops\n");
+        assert_eq!(err, "oops\n");
+    }
+
+    #[test]
+    fn github_report_groups_each_target() {
+        let (out, _) = render(Mode::GitHub);
+        assert_eq!(
+            out,
+            "::group::=== bzImage (kernel /k/bzImage)\n\
+             hello\n\
+             ::endgroup::\n\
+             --- FAIL bzImage (2.50s): exit code 3\n\
+             Summary: 0 passed, 1 failed, 1 not run\n"
+        );
+    }
+
+    #[test]
+    fn live_report_redraws_a_status_line_and_collapses_it() {
+        let (out, err) = render(Mode::Live);
+        // Status line, cleared before the output; the header appears with
+        // the first output; the verdict replaces the status at the end.
+        assert!(
+            out.starts_with("\r\x1b[2K\x1b[2m… bzImage booting 0.0s (total 0.0s)\x1b[0m"),
+            "{out:?}"
+        );
+        assert!(out.contains("… bzImage running"), "{out:?}");
+        assert!(
+            out.contains("\x1b[2m=== bzImage (kernel /k/bzImage)\x1b[0m\nhello"),
+            "{out:?}"
+        );
+        assert!(
+            out.ends_with(
+                "\n\x1b[31m--- FAIL bzImage (2.50s): exit code 3\x1b[0m\nSummary: 0 passed, 1 failed, 1 not run\n"
+            ),
+            "{out:?}"
+        );
+        assert_eq!(err, "oops\n");
     }
 }

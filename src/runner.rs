@@ -24,7 +24,7 @@ use crate::kvm;
 use crate::launch::{Helper, Launch, SetupStep};
 use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
-use crate::report::Reporter;
+use crate::report::{Phase, Reporter};
 use crate::vm::{CONSOLE_TAIL_LINES, Vm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
@@ -270,6 +270,7 @@ fn drive_vm(
     let boot_deadline = boot_started + Duration::from_secs(boot_timeout);
     match agent.sync(boot_deadline, &mut || {
         interrupt::check()?;
+        sink.reporter.tick();
         vm.check_alive()
     }) {
         Ok(()) => {}
@@ -284,6 +285,7 @@ fn drive_vm(
     log::debug!("target '{}': agent answered after {:?}", target.name, phases.boot);
 
     let setup_started = Instant::now();
+    sink.reporter.phase(Phase::SettingUp);
     for step in &command.setup {
         interrupt::check()?;
         let deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
@@ -306,6 +308,7 @@ fn drive_vm(
         .spawn(program, args, command.env.clone(), request_deadline)
         .context("starting the command in the guest")?;
     phases.setup = setup_started.elapsed();
+    sink.reporter.phase(Phase::Running);
 
     let command_started = Instant::now();
     let command_deadline = target.timeout.map(|t| command_started + Duration::from_secs(t));
@@ -314,6 +317,7 @@ fn drive_vm(
     let mut early_status = None;
     while open > 0 {
         interrupt::check()?;
+        sink.reporter.tick();
         let now = Instant::now();
         let mut wait = next_poll.saturating_duration_since(now).min(WAKE_UP);
         if let Some(deadline) = command_deadline {
