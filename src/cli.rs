@@ -55,6 +55,10 @@ pub struct Args {
     #[arg(long, value_name = "ARGS", requires = "kernel", allow_hyphen_values = true)]
     pub kargs: Option<String>,
 
+    /// With --kernel: the kernel's modules directory, holding modules.dep [default: lib/modules/RELEASE in the rootfs]
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    pub modules: Option<PathBuf>,
+
     /// With --kernel: QEMU binary to run [default: qemu-system-ARCH]
     #[arg(short, long, value_name = "CMD", requires = "kernel")]
     pub qemu_command: Option<String>,

@@ -46,6 +46,8 @@ pub struct Target {
     pub boot_timeout: Option<u64>,
     /// Where the guest's serial console is written.
     pub console_log: PathBuf,
+    /// Kernel targets: the kernel's modules directory, if not in the rootfs.
+    pub modules: Option<PathBuf>,
 }
 
 /// What the VM boots.
@@ -116,6 +118,7 @@ struct RawTarget {
     command: String,
     kernel_args: Option<String>,
     rootfs: Option<PathBuf>,
+    modules: Option<PathBuf>,
     arch: Option<String>,
     qemu_command: Option<String>,
     kvm_cpu_args: Option<String>,
@@ -239,6 +242,9 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
             if raw.rootfs.is_some() {
                 return Err(ctx("rootfs", "only applies to kernel targets".into()));
             }
+            if raw.modules.is_some() {
+                return Err(ctx("modules", "only applies to kernel targets".into()));
+            }
             Kind::Image {
                 image: resolve(base_dir, &image),
                 uefi: raw.uefi.unwrap_or(false),
@@ -266,6 +272,7 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
     }
     Ok(Target {
         console_log: console_log_path(base_dir, &name),
+        modules: raw.modules.map(|m| resolve(base_dir, &m)),
         qemu_command: match raw.qemu_command {
             // A path (not a bare name looked up on PATH) is relative to the file.
             Some(cmd) if cmd.contains('/') => resolve(base_dir, Path::new(&cmd)).to_string_lossy().into_owned(),
@@ -384,6 +391,8 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 pub struct OneLiner {
     pub kernel: PathBuf,
     pub rootfs: Option<PathBuf>,
+    /// The kernel's modules directory (`--modules`).
+    pub modules: Option<PathBuf>,
     pub arch: Option<String>,
     pub kernel_args: Option<String>,
     pub qemu_command: Option<String>,
@@ -409,6 +418,7 @@ pub fn one_liner(args: OneLiner, cwd: &Path) -> Result<Target> {
     );
     Ok(Target {
         console_log: console_log_path(cwd, &name),
+        modules: args.modules.map(|m| resolve(cwd, &m)),
         name,
         kind: Kind::Kernel {
             kernel: resolve(cwd, &args.kernel),

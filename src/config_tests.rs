@@ -22,6 +22,7 @@ kernel = "build/bzImage"
 command = "make check"
 kernel_args = "ro"
 rootfs = "rootfs"
+modules = "mods"
 kvm_cpu_args = "host,-x2apic"
 timeout = 60
 boot_timeout = 30
@@ -74,6 +75,7 @@ mounts = { "/mnt/data" = { host_path = "data", writable = true }, "/opt/ro" = { 
     assert_eq!(t.share_dir, Path::new("/proj"));
     assert_eq!(t.workdir, Path::new("/proj"));
     assert_eq!(t.console_log, Path::new("/proj/.vmtest/k/console.log"));
+    assert_eq!(t.modules.as_deref(), Some(Path::new("/proj/mods")));
 }
 
 #[test]
@@ -101,6 +103,7 @@ fn defaults() {
     assert_eq!(t.vm.memory, "4G");
     assert_eq!(t.kvm_cpu_args, "host");
     assert_eq!(t.timeout, None);
+    assert_eq!(t.modules, None);
 }
 
 #[test]
@@ -174,6 +177,10 @@ fn semantic_errors_name_target_and_field() {
         (
             "image = \"/i\"\nrootfs = \"/r\"\n",
             "target 'a': field 'rootfs': only applies to kernel targets",
+        ),
+        (
+            "image = \"/i\"\nmodules = \"/m\"\n",
+            "target 'a': field 'modules': only applies to kernel targets",
         ),
         (
             "kernel = \"/k\"\narch = \"mips\"\n",

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::config::Mount;
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::{AGENT_PORT, MSIZE, SHARE_TAG, STDERR_PORT, STDOUT_PORT, mount_tag};
+use crate::qemu::{AGENT_PORT, MODULES_TAG, MSIZE, SHARE_TAG, STDERR_PORT, STDOUT_PORT, mount_tag};
 
 /// Where the config directory appears in the guest.
 pub const GUEST_SHARE: &str = "/mnt/vmtest";
@@ -132,6 +132,25 @@ pub fn init_plan(agent: &str, mounts: &[Mount], marker: &str) -> InitPlan {
         agent: agent.to_string(),
         marker: marker.to_string(),
     }
+}
+
+/// The mounts that show a kernel's modules directory from outside the
+/// rootfs at `/lib/modules/<release>`, so `modprobe` works in the guest: a
+/// tmpfs over the rootfs's `/lib/modules` (which must exist) to hold the
+/// mount point, then the read-only 9p share.
+pub fn modules_mounts(release: &str) -> Vec<MountStep> {
+    vec![
+        step("tmpfs", "/lib/modules", "tmpfs", "mode=0755"),
+        MountStep {
+            mkdir: true,
+            ..step(
+                MODULES_TAG,
+                &format!("/lib/modules/{release}"),
+                "9p",
+                &ninep_options(false, true),
+            )
+        },
+    ]
 }
 
 /// The `bash -c` script of a command whose output vmtest's init relays: the
@@ -260,6 +279,22 @@ mod tests {
         assert!(script.contains("[ -e /dev/stderr ] || ln -s /proc/self/fd/2 /dev/stderr\n"));
         assert!(!script.contains("mkdir -p '/opt/rw'"));
         assert!(script.ends_with("exec /usr/sbin/qemu-ga -m virtio-serial -p \"$port\" -t /run\n"));
+    }
+
+    #[test]
+    fn modules_from_elsewhere_are_mounted_over_lib_modules() {
+        let mut plan = init_plan("/usr/sbin/qemu-ga", &[], "M");
+        plan.mounts.extend(modules_mounts("6.1.0-9-amd64"));
+        let script = init_script(&plan);
+        assert!(
+            script.contains(
+                "mount -t tmpfs -o 'mode=0755' 'tmpfs' '/lib/modules' || echo 'vmtest init: mounting /lib/modules \
+                 failed' >&2\nmkdir -p '/lib/modules/6.1.0-9-amd64'\nmount -t 9p -o \
+                 'trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap,ro' 'vmtest_modules' \
+                 '/lib/modules/6.1.0-9-amd64' ||"
+            ),
+            "{script}"
+        );
     }
 
     #[test]

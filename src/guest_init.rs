@@ -31,9 +31,13 @@ const MOUNT_FLAGS: &[(&str, libc::c_ulong)] = &[
     ("noatime", libc::MS_NOATIME),
 ];
 
-/// Handles the hidden entry points (this init, and the janitor of
-/// `janitor.rs`); returns `None` for a normal command line.
+/// Handles the hidden entry points (this init, the initramfs stage of
+/// `initramfs_init.rs`, and the janitor of `janitor.rs`); returns `None` for
+/// a normal command line.
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
+    if crate::initramfs_init::is_stage(args) {
+        return Some(crate::initramfs_init::run(args));
+    }
     match (args.get(1)?.to_str()?, args.get(2)) {
         ("--guest-init", Some(plan)) => Some(init(PathBuf::from(plan))),
         ("--janitor", None) => Some(crate::janitor::run()),
@@ -162,7 +166,7 @@ fn power_off() -> ! {
     std::process::exit(1)
 }
 
-fn mount(source: &str, target: &str, fstype: &str, options: &str) -> io::Result<()> {
+pub fn mount(source: &str, target: &str, fstype: &str, options: &str) -> io::Result<()> {
     let mut flags = 0;
     let mut data = Vec::new();
     for word in options.split(',').filter(|w| !w.is_empty()) {

@@ -2,8 +2,9 @@
 //!
 //! Checks the host-side inputs (kernel, rootfs, qemu-ga and bash in the
 //! rootfs, mounts, the QEMU binary), writes the guest's init into the VM's
-//! private directory, and assembles QEMU's argv and the way the command will
-//! be started in the guest. The result is a [`Launch`] for the runner; this
+//! private directory, adds an initramfs when the kernel's root drivers are
+//! modules (`modules.rs`, `initramfs.rs`), and assembles QEMU's argv and the
+//! way the command will be started in the guest. The result is a [`Launch`] for the runner; this
 //! module neither starts nor waits for anything.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::config::Target;
 use crate::guest::{self, GUEST_SHARE};
 use crate::launch::{Helper, Launch};
-use crate::qemu::{self, Accel};
+use crate::modules::{self, RootDrivers};
+use crate::qemu::{self, Accel, BootExtras};
 use crate::vm::VmDir;
 
 /// Checks a kernel target and prepares its launch.
@@ -25,16 +27,37 @@ pub fn prepare(
     accel: impl FnOnce(&Path) -> Accel,
 ) -> Result<Launch> {
     let prepared = prepare_kernel(target, kernel, rootfs)?;
+    let drivers = root_drivers(target, kernel, rootfs)?;
     let accel = accel(&prepared.qemu);
     let mut dir = VmDir::new()?;
     if let Some(log) = prepare_console_log(&target.console_log) {
         dir.set_console_log(log);
     }
     let marker = crate::relay::new_marker();
-    let plan = guest::init_plan(&prepared.agent, &target.vm.mounts, &marker);
+    let mut plan = guest::init_plan(&prepared.agent, &target.vm.mounts, &marker);
+    let (mut initrd, mut modules_share) = (None, None);
+    if let Some((release, RootDrivers::Modules { dir: modules, load })) = &drivers {
+        initrd = Some(crate::initramfs::get(kernel, modules, load, dir.path())?);
+        if !modules.in_rootfs {
+            if rootfs.join("lib/modules").is_dir() {
+                plan.mounts.extend(guest::modules_mounts(release));
+                modules_share = Some(modules.path.as_path());
+            } else {
+                log::warn!(
+                    "the rootfs {} has no lib/modules to show {} on in the guest; modprobe will not work there",
+                    rootfs.display(),
+                    modules.path.display()
+                );
+            }
+        }
+    }
     let (boot, extra_dirs) = write_init(&dir, rootfs, &plan, &target.arch)?;
     let cmdline = qemu::kernel_cmdline(&target.arch, &boot.init, kernel_args, boot.init_args.as_deref());
-    let args = qemu::kernel_argv(target, kernel, &cmdline, rootfs, &dir.paths(), accel);
+    let extras = BootExtras {
+        initrd: initrd.as_deref(),
+        modules: modules_share,
+    };
+    let args = qemu::kernel_argv(target, kernel, &cmdline, rootfs, &dir.paths(), accel, extras);
     Ok(Launch {
         qemu: prepared.qemu,
         args,
@@ -105,6 +128,47 @@ fn prepare_kernel(target: &Target, kernel: &Path, rootfs: &Path) -> Result<Prepa
         qemu: find_qemu(&target.qemu_command, &target.arch)?,
         agent,
     })
+}
+
+/// The kernel's release and what it must load to reach its root; `None`
+/// when the image does not name its release (nothing is added then).
+fn root_drivers(target: &Target, kernel: &Path, rootfs: &Path) -> Result<Option<(String, RootDrivers)>> {
+    let Some(release) = crate::kernel_release::read(kernel)? else {
+        if target.modules.is_some() {
+            bail!(
+                "kernel {}: cannot read its release from the image, which finding its modules needs",
+                kernel.display()
+            );
+        }
+        log::debug!("kernel {}: no release found in the image", kernel.display());
+        return Ok(None);
+    };
+    let inputs = modules::Inputs {
+        kernel,
+        release: &release,
+        arch: &target.arch,
+        rootfs,
+        configured: target.modules.as_deref(),
+    };
+    let drivers = modules::plan(&inputs)?;
+    if let RootDrivers::Modules { dir, load } = &drivers {
+        log::debug!(
+            "kernel {} ({release}): loading {} modules from {} in an initramfs",
+            kernel.display(),
+            load.len(),
+            dir.path.display()
+        );
+        if target.arch != crate::config::host_arch() {
+            bail!(
+                "kernel {} ({release}) has its virtio and 9p drivers as modules; vmtest loads them with an \
+                 initramfs it builds for the host's architecture ({}) only, not {}",
+                kernel.display(),
+                crate::config::host_arch(),
+                target.arch
+            );
+        }
+    }
+    Ok(Some((release, drivers)))
 }
 
 /// Resolves the QEMU binary: a path as given, or a name on PATH.

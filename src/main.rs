@@ -13,11 +13,15 @@ mod console;
 mod exit_codes;
 mod guest;
 mod guest_init;
+mod initramfs;
+mod initramfs_init;
 mod interrupt;
 mod janitor;
 mod kernel;
+mod kernel_release;
 mod kvm;
 mod launch;
+mod modules;
 mod qemu;
 mod relay;
 mod render;
@@ -71,6 +75,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             let one = config::OneLiner {
                 kernel: kernel.clone(),
                 rootfs: args.rootfs.clone(),
+                modules: args.modules.clone(),
                 arch: args.arch.clone(),
                 kernel_args: args.kargs.clone(),
                 qemu_command: args.qemu_command.clone(),

@@ -19,6 +19,8 @@ pub const STDERR_PORT: &str = "org.vmtest.stderr";
 pub const ROOT_TAG: &str = "vmtest_root";
 /// 9p mount tag of the directory shared at `/mnt/vmtest`.
 pub const SHARE_TAG: &str = "vmtest_share";
+/// 9p mount tag of a kernel's modules directory that lies outside the rootfs.
+pub const MODULES_TAG: &str = "vmtest_modules";
 /// Largest 9p message size a 6.1 guest accepts over virtio.
 pub const MSIZE: u32 = 512_000;
 
@@ -162,6 +164,16 @@ pub fn console_args(console_log: &Path) -> Vec<String> {
     ]
 }
 
+/// Optional parts of a kernel target's boot, for kernels whose drivers are
+/// modules.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BootExtras<'a> {
+    /// The initramfs that loads the modules.
+    pub initrd: Option<&'a Path>,
+    /// A modules directory outside the rootfs, shared read-only.
+    pub modules: Option<&'a Path>,
+}
+
 /// The whole argv (without the binary) of a kernel target.
 pub fn kernel_argv(
     target: &Target,
@@ -170,6 +182,7 @@ pub fn kernel_argv(
     rootfs: &Path,
     paths: &VmPaths,
     accel: Accel,
+    extras: BootExtras,
 ) -> Vec<String> {
     let arch = target.arch.as_str();
     let mut args = machine_args(target, accel);
@@ -177,11 +190,17 @@ pub fn kernel_argv(
         args.extend(["-bios".into(), bios.to_string_lossy().into_owned()]);
     }
     args.extend(["-kernel".into(), kernel.to_string_lossy().into_owned()]);
+    if let Some(initrd) = extras.initrd {
+        args.extend(["-initrd".into(), initrd.to_string_lossy().into_owned()]);
+    }
     args.extend(["-append".into(), cmdline.to_string()]);
     args.extend(console_args(&paths.console_log));
     args.extend(serial_ports_args(arch, paths));
     args.extend(share_args(arch, "root", ROOT_TAG, rootfs, true));
     args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
+    if let Some(modules) = extras.modules {
+        args.extend(share_args(arch, "modules", MODULES_TAG, modules, false));
+    }
     args.extend(mount_args(arch, &target.vm.mounts));
     args.extend(target.vm.extra_args.iter().cloned());
     args
@@ -242,7 +261,15 @@ mod tests {
         let Kind::Kernel { kernel, rootfs, .. } = t.kind.clone() else {
             unreachable!()
         };
-        let argv = kernel_argv(&t, &kernel, "CMDLINE", &rootfs, &paths(), Accel::Tcg);
+        let argv = kernel_argv(
+            &t,
+            &kernel,
+            "CMDLINE",
+            &rootfs,
+            &paths(),
+            Accel::Tcg,
+            BootExtras::default(),
+        );
         let expected = [
             "-nodefaults",
             "-no-user-config",
@@ -298,6 +325,43 @@ mod tests {
             "-s",
         ];
         assert_eq!(argv, expected);
+    }
+
+    #[test]
+    fn modular_kernels_get_an_initrd_and_their_modules() {
+        let t = target();
+        let extras = BootExtras {
+            initrd: Some(Path::new("/c/vmtest/initramfs/k.cpio")),
+            modules: Some(Path::new("/srv/mods/6.1.0-9-amd64")),
+        };
+        let argv = kernel_argv(&t, Path::new("/k"), "C", Path::new("/"), &paths(), Accel::Tcg, extras);
+        let at = |flag: &str| argv.iter().position(|a| a == flag).unwrap();
+        assert_eq!(
+            argv[at("-kernel")..at("-kernel") + 6],
+            ["-kernel", "/k", "-initrd", "/c/vmtest/initramfs/k.cpio", "-append", "C"]
+        );
+        let share = argv.iter().position(|a| a.starts_with("local,id=share,")).unwrap();
+        assert_eq!(
+            argv[share + 1..],
+            [
+                "-device",
+                "virtio-9p-pci,fsdev=share,mount_tag=vmtest_share",
+                "-fsdev",
+                "local,id=modules,path=/srv/mods/6.1.0-9-amd64,security_model=none,multidevs=remap,readonly=on",
+                "-device",
+                "virtio-9p-pci,fsdev=modules,mount_tag=vmtest_modules",
+            ]
+        );
+        let plain = kernel_argv(
+            &t,
+            Path::new("/k"),
+            "C",
+            Path::new("/"),
+            &paths(),
+            Accel::Tcg,
+            BootExtras::default(),
+        );
+        assert!(!plain.iter().any(|a| a == "-initrd" || a.contains("vmtest_modules")));
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! vmtest as the `/init` of its own initramfs (the guest side of
+//! `initramfs.rs`).
+//!
+//! The kernel runs `/init` with the arguments meant for the real init (those
+//! after `--` on its command line). This stage loads the modules packed in
+//! [`MODULES_DIR`] in name order, mounts the root the kernel would have
+//! mounted itself (`root=`, `rootfstype=`, `rootflags=`, `ro`/`rw` from
+//! `/proc/cmdline`) with a devtmpfs on its `/dev`, moves it over `/` and
+//! chroots there as `switch_root` does, and execs `init=` with those same
+//! arguments: vmtest's `--guest-init`, or the shell init of a foreign rootfs.
+//! The initramfs's files stay in memory; they are a few megabytes.
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use crate::guest_init::mount;
+use crate::initramfs::{MODULES_DIR, NEW_ROOT};
+
+/// Whether this process is the initramfs stage: PID 1 started as `/init`
+/// in an archive that holds vmtest's modules directory.
+pub fn is_stage(args: &[OsString]) -> bool {
+    args.first().is_some_and(|a| a == "/init") && std::process::id() == 1 && Path::new(MODULES_DIR).is_dir()
+}
+
+/// The root the kernel command line asks for, and the init to run on it.
+#[derive(Debug, PartialEq)]
+pub struct RootSpec {
+    pub source: String,
+    pub fstype: String,
+    /// `rootflags=` plus `ro` or `rw`.
+    pub options: String,
+    pub init: String,
+}
+
+impl RootSpec {
+    /// Reads the kernel's own parameters (up to `--`); the last `ro`/`rw` wins.
+    pub fn parse(cmdline: &str) -> Option<RootSpec> {
+        let (mut source, mut fstype, mut flags, mut init) = (None, None, String::new(), "/sbin/init".to_string());
+        let mut mode = "rw";
+        for word in cmdline.split_whitespace().take_while(|w| *w != "--") {
+            match word.split_once('=') {
+                Some(("root", v)) => source = Some(v.to_string()),
+                Some(("rootfstype", v)) => fstype = Some(v.to_string()),
+                Some(("rootflags", v)) => flags = v.to_string(),
+                Some(("init", v)) => init = v.to_string(),
+                None if word == "ro" || word == "rw" => mode = if word == "ro" { "ro" } else { "rw" },
+                _ => {}
+            }
+        }
+        let options = if flags.is_empty() {
+            mode.to_string()
+        } else {
+            format!("{flags},{mode}")
+        };
+        Some(RootSpec {
+            source: source?,
+            fstype: fstype?,
+            options,
+            init,
+        })
+    }
+}
+
+/// Runs the stage; returns only on failure (the kernel then panics, and
+/// vmtest shows the console with the message printed here).
+pub fn run(args: &[OsString]) -> i32 {
+    match switch(args) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("vmtest initramfs: {e}");
+            1
+        }
+    }
+}
+
+fn switch(args: &[OsString]) -> io::Result<std::convert::Infallible> {
+    let debug = std::env::var_os("vmtest_debug").is_some();
+    let stamp = |what: &str| {
+        if debug {
+            let uptime = fs::read_to_string("/proc/uptime").unwrap_or_default();
+            eprintln!("vmtest initramfs: {} {what}", uptime.split(' ').next().unwrap_or("?"));
+        }
+    };
+    mount("proc", "/proc", "proc", "nosuid,nodev,noexec").map_err(|e| context(e, "mounting /proc"))?;
+    let cmdline = fs::read_to_string("/proc/cmdline")?;
+    let spec = RootSpec::parse(&cmdline).ok_or_else(|| {
+        io::Error::other(format!(
+            "no root= and rootfstype= in the kernel command line: {cmdline}"
+        ))
+    })?;
+    stamp("loading modules");
+    let mut modules: Vec<_> = fs::read_dir(MODULES_DIR)?.flatten().map(|e| e.path()).collect();
+    modules.sort();
+    for module in &modules {
+        load_module(module).map_err(|e| context(e, &format!("loading {}", module.display())))?;
+    }
+    stamp("modules loaded");
+    mount(&spec.source, NEW_ROOT, &spec.fstype, &spec.options)
+        .map_err(|e| context(e, &format!("mounting the root {} ({})", spec.source, spec.fstype)))?;
+    // What the kernel does after mounting a root itself (CONFIG_DEVTMPFS_MOUNT).
+    if let Err(e) = mount("devtmpfs", &format!("{NEW_ROOT}/dev"), "devtmpfs", "") {
+        eprintln!("vmtest initramfs: mounting /dev: {e}");
+    }
+    stamp("root mounted");
+    if !debug {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH) };
+    }
+    switch_root()?;
+    let error = std::process::Command::new(&spec.init).args(&args[1..]).exec();
+    Err(context(error, &format!("starting {}", spec.init)))
+}
+
+/// Moves the new root over `/` and enters it, as switch_root(8) does.
+fn switch_root() -> io::Result<()> {
+    let new_root = CString::new(NEW_ROOT).map_err(io::Error::other)?;
+    let check = |rc: libc::c_int, what: &str| match rc {
+        0 => Ok(()),
+        _ => Err(context(io::Error::last_os_error(), what)),
+    };
+    // SAFETY: valid NUL-terminated strings; a null fstype and data are
+    // allowed with MS_MOVE.
+    unsafe {
+        check(libc::chdir(new_root.as_ptr()), "entering the new root")?;
+        check(
+            libc::mount(
+                c".".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            ),
+            "moving the new root over /",
+        )?;
+        check(libc::chroot(c".".as_ptr()), "entering the new root")?;
+        check(libc::chdir(c"/".as_ptr()), "entering the new root")
+    }
+}
+
+/// Loads one module file; one that is already loaded is fine.
+fn load_module(path: &Path) -> io::Result<()> {
+    let file = fs::File::open(path)?;
+    let params = CString::new("").map_err(io::Error::other)?;
+    // SAFETY: a valid open fd and NUL-terminated parameter string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EEXIST) {
+        return Ok(());
+    }
+    // Kernels without finit_module, or a file it rejects: try init_module.
+    let bytes = fs::read(path)?;
+    // SAFETY: a valid buffer of the given length and a NUL-terminated string.
+    let rc = unsafe { libc::syscall(libc::SYS_init_module, bytes.as_ptr(), bytes.len(), params.as_ptr()) };
+    let retry = io::Error::last_os_error();
+    match rc {
+        0 => Ok(()),
+        _ if retry.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+fn context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_spec_comes_from_the_kernel_arguments_only() {
+        let line = "console=ttyS0 root=vmtest_root rootfstype=9p \
+                    rootflags=trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap rw \
+                    init=/usr/bin/vmtest panic=-1 ro -- --guest-init /tmp/v/init.json init=/nope";
+        assert_eq!(
+            RootSpec::parse(line),
+            Some(RootSpec {
+                source: "vmtest_root".into(),
+                fstype: "9p".into(),
+                options: "trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap,ro".into(),
+                init: "/usr/bin/vmtest".into(),
+            })
+        );
+        assert_eq!(RootSpec::parse("console=ttyS0 rootfstype=9p"), None);
+    }
+
+    #[test]
+    fn not_the_stage_outside_pid_1() {
+        assert!(!is_stage(&["/init".into()]));
+    }
+}
