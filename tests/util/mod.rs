@@ -324,3 +324,47 @@ impl Project {
         }
     }
 }
+
+/// Debian's distribution kernels from tests/assets/build-debian-kernels.sh.
+pub struct DebianKernels {
+    /// linux-image-amd64's kernel, whose root drivers are modules.
+    pub amd64: PathBuf,
+    pub amd64_release: String,
+    /// linux-image-cloud-amd64's kernel, which has no 9p.
+    pub cloud: PathBuf,
+    /// A copy of the amd64 kernel's root drivers (and `dummy`) as `.ko.xz`,
+    /// laid out as `lib/modules/<release>/`.
+    pub modules_xz: PathBuf,
+}
+
+/// The Debian kernels, or `None` (outside CI) when the assets are missing.
+/// In CI a missing asset fails the test.
+pub fn debian_kernels() -> Option<DebianKernels> {
+    let dir = assets_dir().join("debian-kernels");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let found = (|| {
+        let kernels = DebianKernels {
+            amd64: read("amd64.vmlinuz")?.into(),
+            amd64_release: read("amd64.release")?,
+            cloud: read("cloud.vmlinuz")?.into(),
+            modules_xz: dir.join("modules-xz"),
+        };
+        (kernels.amd64.is_file() && kernels.cloud.is_file() && kernels.modules_xz.is_dir()).then_some(kernels)
+    })();
+    if found.is_none() {
+        let message = format!(
+            "Debian kernels not found at {}: install them with tests/assets/build.sh \
+             (it runs tests/assets/build-debian-kernels.sh)",
+            dir.display()
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED (not in CI): {message}");
+    }
+    found
+}
