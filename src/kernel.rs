@@ -83,6 +83,23 @@ fn prepare_kernel(target: &Target, kernel: &Path, rootfs: &Path) -> Result<Prepa
     if !kernel.is_file() {
         bail!("kernel {} not found", kernel.display());
     }
+    let host = crate::config::host_arch();
+    if rootfs == Path::new("/") && target.arch != host {
+        let debian_arch = if target.arch == "aarch64" {
+            "arm64"
+        } else {
+            &target.arch
+        };
+        bail!(
+            "arch {arch} needs a root filesystem of that architecture: the default rootfs is the host's / \
+             ({host}), whose programs cannot run in the guest. Set rootfs (-r DIR) to a directory holding \
+             an {arch} system with bash, qemu-ga and mount (util-linux), e.g. made with \
+             `mmdebstrap --arch {debian_arch} --variant=extract \
+             --include=bash,coreutils,util-linux,mount,qemu-guest-agent bookworm DIR && mkdir DIR/mnt` \
+             (docs/architectures.md has the whole recipe)",
+            arch = target.arch
+        );
+    }
     if !rootfs.is_dir() {
         bail!("rootfs {} is not a directory", rootfs.display());
     }
@@ -191,7 +208,9 @@ pub fn find_qemu(command: &str, arch: &str) -> Result<PathBuf> {
             .map(|dir| dir.join(command))
             .find(|candidate| candidate.is_file())
     });
-    found.ok_or_else(|| anyhow!("{command} not found on PATH: install QEMU (Debian/Ubuntu: apt install {package})"))
+    found.ok_or_else(|| {
+        anyhow!("{command} not found on PATH: it runs {arch} guests; install it (Debian/Ubuntu: apt install {package})")
+    })
 }
 
 /// Creates the console log's directory; `None` (log in the private
