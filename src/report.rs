@@ -95,6 +95,8 @@ pub struct Reporter {
     err_at_line_start: bool,
     status_shown: bool,
     last_draw: Instant,
+    /// An interactive shell owns the terminal: draw nothing.
+    interactive: bool,
 }
 
 impl Reporter {
@@ -112,6 +114,7 @@ impl Reporter {
             err_at_line_start: true,
             status_shown: false,
             last_draw: Instant::now(),
+            interactive: false,
         }
     }
 
@@ -153,6 +156,13 @@ impl Reporter {
             current.phase_started = Instant::now();
         }
         self.draw_status();
+    }
+
+    /// Stops drawing until the current target ends: an interactive shell
+    /// owns the terminal.
+    pub fn hand_over_terminal(&mut self) {
+        self.clear_status();
+        self.interactive = true;
     }
 
     /// Called while waiting, so the live view's clock moves.
@@ -220,6 +230,7 @@ impl Reporter {
         }
         let _ = self.out.flush();
         self.current = None;
+        self.interactive = false;
     }
 
     pub fn summary(&mut self, results: &[TargetResult], planned: usize) {
@@ -230,7 +241,7 @@ impl Reporter {
 
     /// Draws the live status line, unless output left a line unfinished.
     fn draw_status(&mut self) {
-        if self.mode != Mode::Live || !self.out_at_line_start || !self.err_at_line_start {
+        if self.mode != Mode::Live || self.interactive || !self.out_at_line_start || !self.err_at_line_start {
             return;
         }
         let Some(current) = &self.current else { return };

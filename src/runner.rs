@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -25,6 +26,7 @@ use crate::launch::{Helper, Launch, SetupStep};
 use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::{Phase, Reporter};
+use crate::shell;
 use crate::vm::{CONSOLE_TAIL_LINES, Vm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
@@ -195,8 +197,18 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
         Accel::Kvm => DEFAULT_BOOT_TIMEOUT_KVM,
         Accel::Tcg => DEFAULT_BOOT_TIMEOUT_TCG,
     });
-    let vm = Vm::start(&launch.qemu, &launch.args, launch.dir, launch.extra_dirs)?;
+    let interactive = shell::wants_shell(&target.command);
+    let mut args = launch.args;
+    if interactive {
+        shell::check_terminal()?;
+        args.extend(shell::console_args(&launch.dir.shell_socket()));
+    }
+    let vm = Vm::start(&launch.qemu, &args, launch.dir, launch.extra_dirs, interactive)?;
     let command = GuestCommand {
+        text: match interactive {
+            true => shell::guest_command(shell::terminal_size()),
+            false => target.command.clone(),
+        },
         helper: launch.helper,
         setup: launch.setup,
         workdir: launch.workdir,
@@ -208,6 +220,8 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
 
 /// How to start the command once the guest is up.
 struct GuestCommand {
+    /// What `bash -c` runs: the target's command, or the shell's.
+    text: String,
     helper: Helper,
     setup: Vec<SetupStep>,
     workdir: String,
@@ -217,7 +231,8 @@ struct GuestCommand {
 
 impl GuestCommand {
     /// The program and arguments the guest agent starts.
-    fn argv(&self, command: &str) -> (&'static str, Vec<String>) {
+    fn argv(&self) -> (&'static str, Vec<String>) {
+        let command = self.text.as_str();
         match self.helper {
             Helper::InitRelay => (
                 "bash",
@@ -302,7 +317,7 @@ fn drive_vm(
         relay::spawn(channels.stdout, Stream::Stdout, command.marker.clone(), tx.clone()),
         relay::spawn(channels.stderr, Stream::Stderr, command.marker.clone(), tx),
     ];
-    let (program, args) = command.argv(&target.command);
+    let (program, args) = command.argv();
     let request_deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
     let pid = agent
         .spawn(program, args, command.env.clone(), request_deadline)
@@ -311,6 +326,20 @@ fn drive_vm(
     sink.reporter.phase(Phase::Running);
 
     let command_started = Instant::now();
+    // An interactive shell takes over the terminal until the command ends.
+    let _shell = match channels.shell {
+        Some(console) => {
+            sink.reporter.hand_over_terminal();
+            let stop = Arc::new(AtomicBool::new(false));
+            let raw = shell::RawTerminal::enter()?;
+            Some(ShellSession {
+                relay: Some(shell::relay(console, stop.clone())),
+                stop,
+                _raw: raw,
+            })
+        }
+        None => None,
+    };
     let command_deadline = target.timeout.map(|t| command_started + Duration::from_secs(t));
     let mut open = 2;
     let mut next_poll = Instant::now() + STATUS_POLL;
@@ -380,6 +409,23 @@ fn drive_vm(
         ExitStatus::Code(code) => Outcome::Failed { code },
         ExitStatus::Signal(signal) => Outcome::Signaled { signal },
     })
+}
+
+/// A running interactive shell: stops the relay, then restores the
+/// terminal, when dropped.
+struct ShellSession {
+    relay: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    _raw: shell::RawTerminal,
+}
+
+impl Drop for ShellSession {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(relay) = self.relay.take() {
+            let _ = relay.join();
+        }
+    }
 }
 
 /// The command's status, asked for once its output ended: normally the

@@ -36,6 +36,8 @@ pub struct Channels {
     pub agent: UnixStream,
     pub stdout: UnixStream,
     pub stderr: UnixStream,
+    /// The interactive shell's console, when one was asked for.
+    pub shell: Option<UnixStream>,
 }
 
 /// A private directory for one VM, before QEMU starts.
@@ -65,6 +67,11 @@ impl VmDir {
         self.dir.path()
     }
 
+    /// The socket of the interactive shell's console.
+    pub fn shell_socket(&self) -> PathBuf {
+        self.dir.path().join("shell.sock")
+    }
+
     pub fn paths(&self) -> VmPaths {
         let p = self.dir.path();
         VmPaths {
@@ -92,10 +99,14 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts `qemu args...` wired to the sockets of `dir`, and waits until
-    /// QEMU has connected to all of them.
-    pub fn start(qemu: &Path, args: &[String], dir: VmDir, extra_dirs: Vec<TempDir>) -> Result<Vm> {
+    /// Starts `qemu args...` wired to the sockets of `dir` (and the shell's,
+    /// if `shell`), and waits until QEMU has connected to all of them.
+    pub fn start(qemu: &Path, args: &[String], dir: VmDir, extra_dirs: Vec<TempDir>, shell: bool) -> Result<Vm> {
         let paths = dir.paths();
+        let shell_listener = match shell {
+            true => Some(UnixListener::bind(dir.shell_socket()).context("listening on the shell's socket")?),
+            false => None,
+        };
         let listeners = [&paths.agent_socket, &paths.stdout_socket, &paths.stderr_socket]
             .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
         let [agent, stdout, stderr] = listeners;
@@ -134,10 +145,15 @@ impl Vm {
             _dir: dir,
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let shell = match &shell_listener {
+            Some(listener) => Some(vm.accept(listener, deadline)?),
+            None => None,
+        };
         vm.channels = Some(Channels {
             agent: vm.accept(&agent, deadline)?,
             stdout: vm.accept(&stdout, deadline)?,
             stderr: vm.accept(&stderr, deadline)?,
+            shell,
         });
         Ok(vm)
     }
