@@ -46,7 +46,7 @@ pub fn dispatch(args: &[OsString]) -> Option<i32> {
 }
 
 /// PID 1: carry out the plan, relay output, run the agent, reap, power off.
-fn init(plan_path: PathBuf) -> i32 {
+pub fn init(plan_path: PathBuf) -> i32 {
     let plan: InitPlan = match fs::read(&plan_path)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))

@@ -120,7 +120,7 @@ fn prune(cache: &Path, current: &Path) {
 /// Writes the whole archive; returns its size.
 fn write_archive(file: &mut std::fs::File, exe: &Path, load: &[PathBuf]) -> Result<u64> {
     let mut cpio = Archive::new(BufWriter::new(file));
-    for dir in ["dev", "proc", "newroot", "vmtest", "vmtest/modules"] {
+    for dir in ["dev", "proc", "sys", "newroot", "vmtest", "vmtest/modules"] {
         cpio.dir(dir)?;
     }
     cpio.device("dev/console", 0o600, (5, 1))?;

@@ -5,10 +5,13 @@
 //! after `--` on its command line). This stage loads the modules packed in
 //! [`MODULES_DIR`] in name order, mounts the root the kernel would have
 //! mounted itself (`root=`, `rootfstype=`, `rootflags=`, `ro`/`rw` from
-//! `/proc/cmdline`) with a devtmpfs on its `/dev`, moves it over `/` and
-//! chroots there as `switch_root` does, and execs `init=` with those same
-//! arguments: vmtest's `--guest-init`, or the shell init of a foreign rootfs.
-//! The initramfs's files stay in memory; they are a few megabytes.
+//! `/proc/cmdline`) with a devtmpfs on its `/dev`, waits until the virtio
+//! console has named vmtest's ports, moves the root over `/` and chroots
+//! there as `switch_root` does, and execs `init=` with those same arguments
+//! (the shell init of a foreign rootfs). vmtest's own `--guest-init` instead
+//! carries on in this process, which spares loading the same binary again
+//! over 9p (most of a second under TCG). The initramfs's files stay in
+//! memory; they are a few megabytes.
 
 use std::ffi::{CString, OsString};
 use std::fs;
@@ -17,8 +20,14 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
 use crate::guest_init::mount;
 use crate::initramfs::{MODULES_DIR, NEW_ROOT};
+use crate::qemu::{AGENT_PORT, STDERR_PORT, STDOUT_PORT};
+
+/// Longest wait for the virtio console's port names.
+const PORT_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether this process is the initramfs stage: PID 1 started as `/init`
 /// in an archive that holds vmtest's modules directory.
@@ -99,6 +108,8 @@ fn switch(args: &[OsString]) -> io::Result<std::convert::Infallible> {
         load_module(module).map_err(|e| context(e, &format!("loading {}", module.display())))?;
     }
     stamp("modules loaded");
+    wait_for_ports();
+    stamp("ports named");
     mount(&spec.source, NEW_ROOT, &spec.fstype, &spec.options)
         .map_err(|e| context(e, &format!("mounting the root {} ({})", spec.source, spec.fstype)))?;
     // What the kernel does after mounting a root itself (CONFIG_DEVTMPFS_MOUNT).
@@ -111,6 +122,13 @@ fn switch(args: &[OsString]) -> io::Result<std::convert::Infallible> {
         unsafe { libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH) };
     }
     switch_root()?;
+    // vmtest's own init is this very binary (the archive is keyed by it):
+    // carry on in this process rather than load it again over 9p.
+    if let [_, flag, plan] = args
+        && flag == "--guest-init"
+    {
+        std::process::exit(crate::guest_init::init(plan.into()));
+    }
     let error = std::process::Command::new(&spec.init).args(&args[1..]).exec();
     Err(context(error, &format!("starting {}", spec.init)))
 }
@@ -139,6 +157,34 @@ fn switch_root() -> io::Result<()> {
         check(libc::chroot(c".".as_ptr()), "entering the new root")?;
         check(libc::chdir(c"/".as_ptr()), "entering the new root")
     }
+}
+
+/// Waits (briefly) until the virtio console has named vmtest's ports: the
+/// host announces them after the driver loads, and both inits look them up
+/// by name as soon as they start.
+fn wait_for_ports() {
+    let wanted = [AGENT_PORT, STDOUT_PORT, STDERR_PORT];
+    if mount("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec").is_err() {
+        return;
+    }
+    let deadline = Instant::now() + PORT_WAIT;
+    loop {
+        let names: Vec<String> = fs::read_dir("/sys/class/virtio-ports")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| fs::read_to_string(e.path().join("name")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if wanted.iter().all(|w| names.iter().any(|n| n == w)) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
 }
 
 /// Loads one module file; one that is already loaded is fine.
