@@ -326,6 +326,10 @@ mod tests {
         lzma_rs::xz_compress(&mut &module[..], &mut packed).unwrap();
         std::fs::write(&xz, packed).unwrap();
         assert_eq!(decompressed(&xz).unwrap(), module);
+        let zst = dir.path().join("m.ko.zst");
+        let packed = ruzstd::encoding::compress_to_vec(&module[..], ruzstd::encoding::CompressionLevel::Fastest);
+        std::fs::write(&zst, packed).unwrap();
+        assert_eq!(decompressed(&zst).unwrap(), module);
         let plain = dir.path().join("m.ko");
         std::fs::write(&plain, &module).unwrap();
         assert_eq!(decompressed(&plain).unwrap(), module);

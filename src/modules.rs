@@ -435,6 +435,28 @@ kernel/drivers/virtio/virtio_ring.ko
     }
 
     #[test]
+    fn a_build_tree_is_judged_by_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("linux");
+        let kernel = tree.join("arch/x86/boot/bzImage");
+        std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        for file in ["Makefile", "Kconfig"] {
+            std::fs::write(tree.join(file), "").unwrap();
+        }
+        let config = "CONFIG_MODULES=y\nCONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_CONSOLE=y\n\
+                      CONFIG_NET_9P_VIRTIO=y\nCONFIG_9P_FS=y\n";
+        std::fs::write(tree.join(".config"), config).unwrap();
+        let rootfs = dir.path().join("root");
+        assert_eq!(plan(&inputs(&kernel, &rootfs, None)).unwrap(), RootDrivers::BuiltIn);
+        std::fs::write(tree.join(".config"), config.replace("9P_FS=y", "9P_FS=m")).unwrap();
+        let err = plan(&inputs(&kernel, &rootfs, None)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("make -C {} modules_install", tree.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn configured_modules_accept_several_layouts() {
         let dir = tempfile::tempdir().unwrap();
         let kernel = dir.path().join("bzImage");
