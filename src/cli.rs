@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+use crate::partition::Partition;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -17,6 +19,8 @@ Environment:
   RUST_LOG=debug      debug logs on stderr (QEMU's argv, agent traffic, timings)
   VMTEST_ACCEL=tcg    never use KVM (or =kvm: skip the KVM self-test)
   TMPDIR              where private run directories are created
+  GITHUB_ACTIONS=true GitHub Actions mode: ::group:: per target, ::error per failure
+  GITHUB_STEP_SUMMARY in GitHub Actions mode: file the results table is appended to
 
 Exit codes:
   0     every target passed
@@ -24,6 +28,7 @@ Exit codes:
   N     several targets: the number of failed targets (at most 255)
   2     usage or config error; nothing was run
   69    one target that could not boot or run (infrastructure error)
+  74    every target passed but a report (--junit, --json, step summary) was not written
   124   one target whose command timed out
   130   interrupted by Ctrl-C (143: by SIGTERM)";
 
@@ -71,9 +76,42 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
+    /// Write a JUnit XML report to PATH (also when targets fail)
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+
+    /// Write a JSON report to PATH (schema: docs/reports.md)
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+
+    /// stdout: the human report, or only the JSON report (the human report then goes to stderr)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Print the targets that would run (NAME, KIND, PATH; tab-separated) and exit without booting
+    #[arg(long, conflicts_with_all = ["junit", "json", "format"])]
+    pub list: bool,
+
+    /// Run only slice I of N of the (filtered) targets, e.g. 2/3: N CI jobs run every target once
+    #[arg(long, value_name = "I/N", value_parser = parse_partition)]
+    pub partition: Option<Partition>,
+
     /// With --kernel: the command to run in the guest (joined with spaces, run by bash -c)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// What vmtest prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Headers, the command's output, verdicts and a summary.
+    Human,
+    /// The JSON report (docs/reports.md), nothing else.
+    Json,
+}
+
+fn parse_partition(text: &str) -> Result<Partition, String> {
+    Partition::parse(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -91,6 +129,28 @@ mod tests {
         let args = Args::try_parse_from(["vmtest", "-k", "bzImage", "uname", "-r"]).unwrap();
         assert_eq!(args.command, ["uname", "-r"]);
         assert_eq!(args.kernel.as_deref(), Some(std::path::Path::new("bzImage")));
+    }
+
+    #[test]
+    fn partition_errors_name_the_flag_and_value() {
+        let error = Args::try_parse_from(["vmtest", "--partition", "4/3"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("invalid value '4/3' for '--partition <I/N>': the slice must be between 1 and 3"),
+            "{error}"
+        );
+        let args = Args::try_parse_from(["vmtest", "--partition", "2/3"]).unwrap();
+        assert_eq!(args.partition, Some(Partition { index: 2, count: 3 }));
+    }
+
+    #[test]
+    fn list_conflicts_with_reports() {
+        assert!(Args::try_parse_from(["vmtest", "--list", "--junit", "j.xml"]).is_err());
+        assert!(Args::try_parse_from(["vmtest", "--list", "--format", "json"]).is_err());
+        let args = Args::try_parse_from(["vmtest", "--list", "-f", "arm"]).unwrap();
+        assert!(args.list);
+        assert_eq!(args.format, Format::Human);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub const USAGE: i32 = 2;
 /// A single target whose VM could not boot or whose command could not run
 /// (BSD's `EX_UNAVAILABLE`).
 pub const INFRASTRUCTURE: i32 = 69;
+/// Every target passed but a report (`--junit`, `--json`, the GitHub step
+/// summary) could not be written (BSD's `EX_IOERR`).
+pub const REPORT_NOT_WRITTEN: i32 = 74;
 /// A single target whose command ran past its timeout (as `timeout(1)`).
 pub const TIMED_OUT: i32 = 124;
 /// vmtest was interrupted by SIGINT (Ctrl-C).
@@ -29,6 +32,18 @@ pub fn fold(results: &[TargetResult]) -> i32 {
             let failed = many.iter().filter(|r| !r.outcome.passed()).count();
             failed.min(255) as i32
         }
+    }
+}
+
+/// The exit code of a run whose reports were (or were not) all written: a
+/// failing run keeps its code (the error on stderr names the missing
+/// report), a passing one becomes [`REPORT_NOT_WRITTEN`], so CI never
+/// reads a green step with a report missing.
+pub fn with_reports(code: i32, reports_written: bool) -> i32 {
+    if code == SUCCESS && !reports_written {
+        REPORT_NOT_WRITTEN
+    } else {
+        code
     }
 }
 
@@ -88,6 +103,14 @@ mod tests {
             message: "no kernel".into(),
         };
         assert_eq!(fold(&results(vec![error])), 69);
+    }
+
+    #[test]
+    fn a_missing_report_fails_only_a_passing_run() {
+        assert_eq!(with_reports(SUCCESS, true), SUCCESS);
+        assert_eq!(with_reports(SUCCESS, false), REPORT_NOT_WRITTEN);
+        assert_eq!(with_reports(3, false), 3);
+        assert_eq!(with_reports(INTERRUPTED, false), INTERRUPTED);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! `main` wires the layers together: raw CLI arguments (`cli`) become a
 //! validated list of targets (`config`), the runner boots one VM per target
 //! (`runner`, `vm`, `qemu`, `agent`, `guest`, `relay`, `kvm`), the reporter
-//! prints (`report`), and the results fold into the exit code (`exit_codes`).
+//! prints (`report`), the reports beyond the terminal are written
+//! (`publish`: `junit`, `json_report`, `github`), and the results fold into
+//! the exit code (`exit_codes`). `--partition` (`partition`) and `--list`
+//! (`listing`) narrow and show the target list before anything boots.
 
 mod agent;
 mod capture;
@@ -11,17 +14,23 @@ mod cli;
 mod config;
 mod console;
 mod exit_codes;
+mod github;
 mod guest;
 mod guest_init;
 mod initramfs;
 mod initramfs_init;
 mod interrupt;
 mod janitor;
+mod json_report;
+mod junit;
 mod kernel;
 mod kernel_release;
 mod kvm;
 mod launch;
+mod listing;
 mod modules;
+mod partition;
+mod publish;
 mod qemu;
 mod relay;
 mod render;
@@ -29,6 +38,7 @@ mod report;
 mod runner;
 mod vm;
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -45,14 +55,44 @@ fn main() {
         .format_timestamp_millis()
         .init();
     let args = cli::Args::parse();
-    let targets = match targets(args) {
+    let (list, partition, publish) = (args.list, args.partition, publish_for(&args));
+    let all = match targets(args) {
         Ok(targets) => targets,
         Err(e) => {
             eprintln!("vmtest: {e:#}");
             std::process::exit(exit_codes::USAGE);
         }
     };
-    let mut reporter = report::Reporter::stdio();
+    let total = all.len();
+    let targets = match partition {
+        Some(partition) => partition.select(all),
+        None => all,
+    };
+    // An empty slice is not an error: a CI matrix wider than the target
+    // list has jobs with nothing to do, and they should pass.
+    let empty_slice = partition
+        .filter(|_| targets.is_empty())
+        .map(|p| format!("--partition {p} selects none of the {total} targets; nothing to run"));
+    if list {
+        if let Some(message) = &empty_slice {
+            eprintln!("vmtest: {message}");
+        }
+        print!("{}", listing::render(&targets));
+        std::process::exit(exit_codes::SUCCESS);
+    }
+    if let Err(e) = publish.prepare() {
+        eprintln!("vmtest: {e:#}");
+        std::process::exit(exit_codes::USAGE);
+    }
+    let mut reporter = if publish.json_on_stdout {
+        // stdout carries the JSON document alone.
+        report::Reporter::new(Box::new(io::stderr()), Box::new(io::stderr()), report::Mode::detect())
+    } else {
+        report::Reporter::stdio()
+    };
+    if let Some(message) = &empty_slice {
+        reporter.warning(message);
+    }
     if let Err(e) = interrupt::install() {
         reporter.warning(&format!(
             "cannot catch Ctrl-C ({e}); interrupting may leave QEMU behind"
@@ -60,11 +100,33 @@ fn main() {
     }
     let results = runner::run_all(&targets, &mut reporter);
     reporter.summary(&results, targets.len());
+    let problems = publish.publish(&results, targets.len(), &mut io::stdout(), &mut io::stderr());
+    for problem in &problems {
+        eprintln!("vmtest: {problem:#}");
+    }
     let code = match interrupt::received() {
         Some(signal) => exit_codes::interrupted(signal),
         None => exit_codes::fold(&results),
     };
-    std::process::exit(code);
+    std::process::exit(exit_codes::with_reports(code, problems.is_empty()));
+}
+
+/// Where the run's reports go, from the flags and the environment.
+fn publish_for(args: &cli::Args) -> publish::Publish {
+    let github = github::enabled();
+    publish::Publish {
+        junit: args.junit.clone(),
+        json: args.json.clone(),
+        json_on_stdout: args.format == cli::Format::Json,
+        github,
+        step_summary: std::env::var_os("GITHUB_STEP_SUMMARY")
+            .filter(|path| github && !path.is_empty())
+            .map(PathBuf::from),
+        suite: match args.partition {
+            Some(partition) => format!("vmtest {partition}"),
+            None => "vmtest".to_string(),
+        },
+    }
 }
 
 /// The targets to run, from the one-liner or the config file, filtered.
