@@ -44,6 +44,9 @@ apt_install() {
 
 apt_install qemu-system-x86 qemu-utils qemu-block-extra qemu-guest-agent \
     linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev xz-utils cpio
+# tests/reports.rs checks vmtest's JUnit XML with a real consumer, Python's junitparser
+# (Debian's package where pip refuses to install into the system Python).
+python3 -c 'import junitparser' 2>/dev/null || pip install --quiet junitparser || apt_install python3-junitparser
 
 build_kernel() {
     local dest="$1" work
