@@ -14,6 +14,7 @@ Examples:
   vmtest                          run the targets of ./vmtest.toml
   vmtest -c ci/vmtest.toml -f arm run the targets of another file whose name matches 'arm'
   vmtest -k ./bzImage uname -r    boot a kernel on the host's root and run one command
+  vmtest -k ./bzImage -           a login shell in that VM (also: command = \"-\", or --shell)
 
 Environment:
   RUST_LOG=debug      debug logs on stderr (QEMU's argv, agent traffic, timings)
@@ -71,6 +72,10 @@ pub struct Args {
     /// Seconds each command may run before its target fails (overrides the config)
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
+
+    /// Open an interactive login shell in the (single) selected target instead of running its command
+    #[arg(long)]
+    pub shell: bool,
 
     /// Directory for each target's console log [default: .vmtest next to the config file]
     #[arg(long, value_name = "DIR")]

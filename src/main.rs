@@ -36,6 +36,7 @@ mod relay;
 mod render;
 mod report;
 mod runner;
+mod shell;
 mod vm;
 
 use std::io;
@@ -162,6 +163,17 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
         if targets.is_empty() {
             bail!("no target matches --filter '{pattern}' (targets: {})", all.join(", "));
         }
+    }
+    if args.shell {
+        if targets.len() != 1 {
+            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            bail!(
+                "--shell needs exactly one target; {} selected ({}): pick one with -f",
+                targets.len(),
+                names.join(", ")
+            );
+        }
+        targets[0].command = shell::SHELL_COMMAND.to_string();
     }
     if let Some(dir) = &args.log_dir {
         let dir = config::resolve(&cwd, dir);
