@@ -102,14 +102,23 @@ fn cache_key(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], exe: &Path) -> R
     Ok(format!("{:016x}{:016x}", hash(1), hash(2)))
 }
 
-/// Removes all but the newest [`KEEP`] archives (never `current`).
+/// Removes all but the newest [`KEEP`] archives (never `current`), and
+/// half-written ones an hour old (left by a vmtest that was killed).
 fn prune(cache: &Path, current: &Path) {
     let Ok(entries) = std::fs::read_dir(cache) else { return };
-    let mut archives: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cpio") && e.path() != current)
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
+    let mut archives: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in entries.flatten() {
+        let (path, name) = (entry.path(), entry.file_name());
+        let Some(mtime) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+            continue;
+        };
+        let age = mtime.elapsed().unwrap_or_default();
+        if name.to_string_lossy().starts_with(".building.") && age > std::time::Duration::from_secs(3600) {
+            let _ = std::fs::remove_file(&path);
+        } else if path.extension().is_some_and(|x| x == "cpio") && path != current {
+            archives.push((mtime, path));
+        }
+    }
     archives.sort_by_key(|a| std::cmp::Reverse(a.0));
     for (_, old) in archives.into_iter().skip(KEEP - 1) {
         log::debug!("initramfs: removing old {}", old.display());
