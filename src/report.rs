@@ -52,7 +52,7 @@ impl Mode {
     /// The mode for this process's stdout and environment.
     pub fn detect() -> Mode {
         let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-        if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+        if crate::github::enabled() {
             Mode::GitHub
         } else if io::stdout().is_terminal()
             && !set("NO_COLOR")
@@ -143,7 +143,7 @@ impl Reporter {
                 let _ = writeln!(self.out, "{header}");
             }
             Mode::GitHub => {
-                let _ = writeln!(self.out, "::group::{header}");
+                let _ = writeln!(self.out, "{}", crate::github::group_start(&header));
             }
             Mode::Live => self.draw_status(),
         }
@@ -217,7 +217,7 @@ impl Reporter {
                 let _ = writeln!(self.out, "{verdict}");
             }
             Mode::GitHub => {
-                let _ = writeln!(self.out, "::endgroup::\n{verdict}");
+                let _ = writeln!(self.out, "{}\n{verdict}", crate::github::group_end());
             }
             Mode::Live => {
                 let colour = if result.outcome.passed() { GREEN } else { RED };
