@@ -65,11 +65,12 @@ impl ConsoleWatch {
     }
 }
 
-/// The console's text with carriage returns and blank lines removed.
+/// The console's text with carriage returns, terminal escape sequences
+/// (firmware screens and systemd's colours) and blank lines removed, so it
+/// can be shown in an error without steering the user's terminal.
 fn read_lines(path: &Path) -> Vec<String> {
     let bytes = fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .replace('\r', "")
+    strip_escapes(&String::from_utf8_lossy(&bytes))
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
@@ -86,6 +87,33 @@ pub fn tail(path: &Path, lines: usize) -> String {
 /// guest panicked.
 pub fn panic_lines(path: &Path) -> Option<String> {
     panic_in(&read_lines(path))
+}
+
+/// `text` without ANSI escape sequences (CSI `ESC [ ... final`, OSC
+/// `ESC ] ... BEL`, two-byte `ESC x`) and control characters other than
+/// newlines and tabs.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => while chars.next().is_some_and(|c| !('@'..='~').contains(&c)) {},
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn panic_in(lines: &[String]) -> Option<String> {
@@ -123,6 +151,20 @@ mod tests {
         assert_eq!(text.lines().count(), PANIC_CONTEXT + 1);
         assert!(text.starts_with("line 14\n"));
         assert_eq!(panic_in(&lines[..20]), None);
+    }
+
+    #[test]
+    fn tail_drops_terminal_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let log = "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r\n\
+                   [\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mudev\x1b[0m.\r\n\
+                   \x1b]0;title\x07\x1bM\x1b[Kdone\tok\x08\n";
+        fs::write(&path, log).unwrap();
+        assert_eq!(
+            tail(&path, 5),
+            "SeaBIOS (version 1.16)\n[  OK  ] Started udev.\ndone\tok"
+        );
     }
 
     #[test]
