@@ -17,6 +17,7 @@ mod exit_codes;
 mod github;
 mod guest;
 mod guest_init;
+mod image;
 mod initramfs;
 mod initramfs_init;
 mod interrupt;

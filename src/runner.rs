@@ -19,6 +19,7 @@ use crate::agent::{Agent, ExitStatus, WaitError};
 use crate::capture::Captured;
 use crate::config::{Kind, Target};
 use crate::guest;
+use crate::image;
 use crate::interrupt;
 use crate::kernel;
 use crate::kvm;
@@ -158,19 +159,15 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
 }
 
 fn run_target(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases: &mut Phases) -> Result<Outcome> {
-    let (kernel, kernel_args, rootfs) = match &target.kind {
+    let accel = |qemu: &Path| choose_accel(accels, qemu, target, sink.reporter);
+    let launch = match &target.kind {
         Kind::Kernel {
             kernel,
             kernel_args,
             rootfs,
-        } => (kernel, kernel_args, rootfs),
-        Kind::Image { image, .. } => {
-            bail!("image targets are not supported yet (image {})", image.display())
-        }
+        } => kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, accel)?,
+        Kind::Image { image: path, uefi } => image::prepare(target, path, *uefi, accel)?,
     };
-    let launch = kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, |qemu| {
-        choose_accel(accels, qemu, target, sink.reporter)
-    })?;
     launch_target(launch, target, sink, phases)
 }
 

@@ -1,0 +1,345 @@
+//! Preparing an image target: everything before QEMU starts.
+//!
+//! Checks the disk image (it must exist and be qcow2, or raw with an MBR or
+//! GPT partition table), finds the firmware (SeaBIOS, OVMF under `uefi =
+//! true`, or `vm.bios`), copies OVMF's variable store into the VM's private
+//! directory, and assembles QEMU's argv, the setup steps that mount the 9p
+//! shares inside the guest, and the way the command is started there. The
+//! image's own bootloader, kernel and guest agent do the rest. The user's
+//! image is never written to: QEMU runs the disk in snapshot mode. The result
+//! is a [`Launch`] for the runner; this module neither starts nor waits for
+//! anything.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Mount, Target};
+use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
+use crate::launch::{Helper, Launch, SetupStep};
+use crate::qemu::{self, Accel, SHARE_TAG, VmPaths};
+use crate::vm::VmDir;
+
+/// The command's PATH in an image unless the target's `env` sets one: the
+/// host's PATH may not fit the guest, so nothing of the host's is passed.
+pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// On-disk format of an image, as QEMU's `format=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Qcow2,
+    Raw,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Qcow2 => "qcow2",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+/// OVMF as installed on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ovmf {
+    /// Separate code and variable-store files: two pflash drives, the store
+    /// copied for each run.
+    Split { code: PathBuf, vars: PathBuf },
+    /// One combined file, given to `-bios`.
+    Combined(PathBuf),
+}
+
+/// How the VM's firmware is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU's SeaBIOS, told to mirror its screen on the serial console.
+    SeaBios { sercon: PathBuf },
+    /// A single firmware file (`vm.bios`, or a combined OVMF).
+    Bios(PathBuf),
+    /// OVMF's read-only code and this run's private copy of its variables.
+    Pflash { code: PathBuf, vars: PathBuf },
+}
+
+/// Checks an image target and prepares its launch.
+pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Path) -> Accel) -> Result<Launch> {
+    let format = detect_format(image)?;
+    check_mounts(&target.vm.mounts)?;
+    let ovmf = match (&target.vm.bios, uefi) {
+        (None, true) => Some(find_ovmf(&target.arch, |p| p.is_file())?),
+        (Some(bios), _) if !bios.is_file() => bail!("vm.bios {} not found", bios.display()),
+        _ => None,
+    };
+    let qemu = crate::kernel::find_qemu(&target.qemu_command, &target.arch)?;
+    let accel = accel(&qemu);
+    let mut dir = VmDir::new()?;
+    if let Some(log) = keep_console_log(&target.console_log) {
+        dir.set_console_log(log);
+    }
+    let firmware = match (&target.vm.bios, ovmf) {
+        (Some(bios), _) => Firmware::Bios(bios.clone()),
+        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
+        (None, Some(Ovmf::Split { code, vars })) => {
+            // OVMF writes its variables (boot entries) back: never to the host's copy.
+            let private = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy(&vars, &private)
+                .with_context(|| format!("copying the UEFI variable store {}", vars.display()))?;
+            Firmware::Pflash { code, vars: private }
+        }
+        (None, None) => {
+            let sercon = dir.path().join("sercon-port");
+            // COM1's I/O port, little-endian, as SeaBIOS reads it from fw_cfg.
+            std::fs::write(&sercon, 0x3f8u16.to_le_bytes()).context("writing SeaBIOS's serial setting")?;
+            Firmware::SeaBios { sercon }
+        }
+    };
+    let args = image_argv(target, image, format, &firmware, &dir.paths(), accel);
+    Ok(Launch {
+        qemu,
+        args,
+        dir,
+        extra_dirs: Vec::new(),
+        helper: Helper::Shell,
+        setup: setup_steps(&target.vm.mounts),
+        workdir: guest_workdir(target),
+        env: command_env(target),
+        marker: crate::relay::new_marker(),
+        accel,
+    })
+}
+
+/// The image's format, from its first bytes: qcow2's magic, else an MBR boot
+/// signature or a GPT header (512- or 4096-byte sectors) for a raw disk.
+pub fn detect_format(image: &Path) -> Result<Format> {
+    use std::io::Read;
+    if !image.exists() {
+        bail!("image {} not found", image.display());
+    }
+    if !image.is_file() {
+        bail!("image {} is not a file", image.display());
+    }
+    let mut header = Vec::with_capacity(4608);
+    std::fs::File::open(image)
+        .and_then(|f| f.take(4608).read_to_end(&mut header))
+        .with_context(|| format!("reading image {}", image.display()))?;
+    match format_of(&header) {
+        Some(format) => Ok(format),
+        None => bail!(
+            "{} is not a disk image: it is neither qcow2 nor a raw disk with an MBR or GPT partition table",
+            image.display()
+        ),
+    }
+}
+
+fn format_of(header: &[u8]) -> Option<Format> {
+    let at = |offset: usize, bytes: &[u8]| header.get(offset..offset + bytes.len()) == Some(bytes);
+    if at(0, b"QFI\xfb") {
+        Some(Format::Qcow2)
+    } else if at(510, &[0x55, 0xaa]) || at(512, b"EFI PART") || at(4096, b"EFI PART") {
+        Some(Format::Raw)
+    } else {
+        None
+    }
+}
+
+/// Split CODE/VARS pairs of OVMF, in the order they are looked for.
+const OVMF_SPLIT: &[(&str, &str)] = &[
+    // Debian 12+, Ubuntu 22.04+ (package ovmf)
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    // Older Debian and Ubuntu; Fedora's compatibility links
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    // Fedora (edk2-ovmf)
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    // Arch (edk2-ovmf)
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+    ("/usr/share/edk2/x64/OVMF_CODE.fd", "/usr/share/edk2/x64/OVMF_VARS.fd"),
+    // Older Arch
+    (
+        "/usr/share/edk2-ovmf/x64/OVMF_CODE.fd",
+        "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd",
+    ),
+    // QEMU's own build
+    (
+        "/usr/share/qemu/edk2-x86_64-code.fd",
+        "/usr/share/qemu/edk2-i386-vars.fd",
+    ),
+];
+
+/// Combined OVMF builds, looked for after the split ones.
+const OVMF_COMBINED: &[&str] = &[
+    "/usr/share/ovmf/OVMF.fd",
+    "/usr/share/OVMF/OVMF.fd",
+    "/usr/share/edk2/ovmf/OVMF.fd",
+    "/usr/share/edk2-ovmf/x64/OVMF.fd",
+    "/usr/share/qemu/OVMF.fd",
+];
+
+/// Finds OVMF in the usual places; `exists` says whether a file is there.
+pub fn find_ovmf(arch: &str, exists: impl Fn(&Path) -> bool) -> Result<Ovmf> {
+    if arch != "x86_64" {
+        bail!("uefi = true needs vm.bios on {arch}: vmtest only knows where x86_64's OVMF is installed");
+    }
+    for (code, vars) in OVMF_SPLIT {
+        let (code, vars) = (Path::new(code), Path::new(vars));
+        if exists(code) && exists(vars) {
+            return Ok(Ovmf::Split {
+                code: code.into(),
+                vars: vars.into(),
+            });
+        }
+    }
+    if let Some(file) = OVMF_COMBINED.iter().map(Path::new).find(|p| exists(p)) {
+        return Ok(Ovmf::Combined(file.into()));
+    }
+    let tried: Vec<String> = OVMF_SPLIT
+        .iter()
+        .map(|(code, vars)| format!("  {code} + {vars}"))
+        .chain(OVMF_COMBINED.iter().map(|f| format!("  {f}")))
+        .collect();
+    bail!(
+        "uefi = true, but no OVMF firmware was found; tried:\n{}\n\
+         install it (Debian/Ubuntu: apt install ovmf; Fedora: dnf install edk2-ovmf; \
+         Arch: pacman -S edk2-ovmf) or set vm.bios to an OVMF file",
+        tried.join("\n")
+    )
+}
+
+/// The whole argv (without the binary) of an image target. The disk runs
+/// in QEMU's snapshot mode (`snapshot=on`): QEMU opens the image read-only
+/// and sends every write to a temporary qcow2 overlay that it deletes as soon
+/// as it has opened it, so the image stays untouched and nothing is left even
+/// if QEMU is killed. (An overlay made by `qemu-img create -b` would do the
+/// same with one more tool to install and one more file to clean up.)
+pub fn image_argv(
+    target: &Target,
+    image: &Path,
+    format: Format,
+    firmware: &Firmware,
+    paths: &VmPaths,
+    accel: Accel,
+) -> Vec<String> {
+    let arch = target.arch.as_str();
+    let mut args = qemu::machine_args(target, accel);
+    match firmware {
+        Firmware::SeaBios { sercon } => {
+            args.push("-fw_cfg".into());
+            args.push(format!("name=etc/sercon-port,file={}", escape_opt(sercon)));
+        }
+        Firmware::Bios(file) => args.extend(["-bios".into(), file.to_string_lossy().into_owned()]),
+        Firmware::Pflash { code, vars } => {
+            args.push("-drive".into());
+            args.push(format!(
+                "if=pflash,unit=0,format=raw,readonly=on,file={}",
+                escape_opt(code)
+            ));
+            args.push("-drive".into());
+            args.push(format!("if=pflash,unit=1,format=raw,file={}", escape_opt(vars)));
+        }
+    }
+    args.push("-drive".into());
+    args.push(format!(
+        "file={},if=virtio,format={},snapshot=on",
+        escape_opt(image),
+        format.name()
+    ));
+    args.extend(qemu::console_args(&paths.console_log));
+    args.extend(qemu::serial_ports_args(arch, paths));
+    args.extend(qemu::share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
+    args.extend(qemu::mount_args(arch, &target.vm.mounts));
+    args.extend(target.vm.extra_args.iter().cloned());
+    args
+}
+
+/// QEMU's option parser splits on commas; a literal comma is written twice.
+fn escape_opt(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
+/// Loads 9p in the guest and checks for it, so that a kernel without it
+/// fails with a message saying what the image lacks instead of a bare
+/// "unknown filesystem type".
+const CHECK_9P: &str = "modprobe -q 9p 2>/dev/null; modprobe -q 9pnet_virtio 2>/dev/null; \
+grep -qw 9p /proc/filesystems && exit 0; \
+echo 'the guest kernel has no 9p filesystem: the image needs the 9p modules (9p, 9pnet_virtio) \
+for vmtest to share directories with it' >&2; exit 1";
+
+/// The programs the guest agent runs before the command: check for 9p, then
+/// mount the config directory at /mnt/vmtest (read-write) and each
+/// `vm.mounts` entry (read-only unless writable), creating the mount points.
+pub fn setup_steps(mounts: &[Mount]) -> Vec<SetupStep> {
+    let sh = |what: String, script: String| SetupStep {
+        what,
+        path: "/bin/sh".into(),
+        args: vec!["-c".into(), script],
+    };
+    let mount = |tag: &str, guest: &str, writable: bool| {
+        let guest = shell_quote(guest);
+        format!(
+            "mkdir -p {guest} && mount -t 9p -o {} {tag} {guest}",
+            ninep_options(writable, false)
+        )
+    };
+    let mut steps = vec![
+        sh("loading 9p in the guest".into(), CHECK_9P.into()),
+        sh(format!("mounting {GUEST_SHARE}"), mount(SHARE_TAG, GUEST_SHARE, true)),
+    ];
+    for (index, m) in mounts.iter().enumerate() {
+        steps.push(sh(
+            format!("mounting {}", m.guest_path),
+            mount(&qemu::mount_tag(index), &m.guest_path, m.writable),
+        ));
+    }
+    steps
+}
+
+fn check_mounts(mounts: &[Mount]) -> Result<()> {
+    for mount in mounts {
+        if !mount.host_path.is_dir() {
+            bail!(
+                "vm.mounts '{}': host_path {} is not a directory",
+                mount.guest_path,
+                mount.host_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The command's working directory: its place under /mnt/vmtest.
+fn guest_workdir(target: &Target) -> String {
+    match target.workdir.strip_prefix(&target.share_dir) {
+        Ok(rel) if !rel.as_os_str().is_empty() => format!("{GUEST_SHARE}/{}", rel.display()),
+        _ => GUEST_SHARE.to_string(),
+    }
+}
+
+/// The target's own variables and a PATH that fits a Linux guest; nothing
+/// from the host.
+pub fn command_env(target: &Target) -> Vec<String> {
+    let mut env = target.env.clone();
+    env.entry("PATH".into()).or_insert_with(|| GUEST_PATH.into());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Creates the console log's directory; `None` (log in the private
+/// directory, lost after the run) if that is impossible, e.g. read-only.
+fn keep_console_log(path: &Path) -> Option<PathBuf> {
+    let parent = path.parent()?;
+    match std::fs::create_dir_all(parent) {
+        Ok(()) => Some(path.to_path_buf()),
+        Err(e) => {
+            log::warn!(
+                "cannot create {} ({e}); the console log will not be kept",
+                parent.display()
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "image_tests.rs"]
+mod tests;
