@@ -368,3 +368,39 @@ pub fn debian_kernels() -> Option<DebianKernels> {
     }
     found
 }
+
+/// The arm64 assets from tests/assets/build-arm64.sh.
+pub struct Arm64Assets {
+    /// The cross-built kernel (`Image`), with virtio PCI and 9p built in.
+    pub kernel: PathBuf,
+    pub release: String,
+    /// A Debian arm64 root filesystem with bash, util-linux and qemu-ga.
+    pub rootfs: PathBuf,
+}
+
+/// The arm64 assets, or `None` (outside CI) when they are missing. In CI a
+/// missing asset fails the test.
+pub fn arm64_assets() -> Option<Arm64Assets> {
+    let dir = assets_dir().join("arm64");
+    let assets = Arm64Assets {
+        kernel: dir.join("kernel/Image"),
+        release: std::fs::read_to_string(dir.join("kernel/release"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        rootfs: dir.join("rootfs"),
+    };
+    if assets.kernel.is_file() && !assets.release.is_empty() && assets.rootfs.join("usr/sbin/qemu-ga").is_file() {
+        return Some(assets);
+    }
+    let message = format!(
+        "arm64 assets not found at {}: build them with tests/assets/build.sh \
+         (it runs tests/assets/build-arm64.sh; about 6 minutes)",
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED (not in CI): {message}");
+    None
+}
