@@ -129,6 +129,21 @@ fn compressed_modules_from_a_modules_setting_boot_and_load() {
 }
 
 #[test]
+fn the_initramfs_hands_over_to_the_shell_init_too() {
+    let Some(debian) = debian_kernels() else { return };
+    let project = Project::for_vms();
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = vmtest(&project, cache.path());
+    cmd.env("VMTEST_SHELL_INIT", "1")
+        .arg("-k")
+        .arg(&debian.amd64)
+        .arg("uname -r; echo to-stderr >&2");
+    let out = project.run(&mut cmd);
+    out.assert_code(0).assert_stderr_contains("to-stderr\n");
+    assert_eq!(out.command_stdout(), format!("{}\n", debian.amd64_release), "{out}");
+}
+
+#[test]
 fn a_kernel_without_9p_fails_quickly_and_says_what_to_use() {
     let Some(debian) = debian_kernels() else { return };
     let project = Project::without_vms();
