@@ -43,6 +43,9 @@ pub struct RootSpec {
     /// `rootflags=` plus `ro` or `rw`.
     pub options: String,
     pub init: String,
+    /// `init=` was given more than once: the user's `kernel_args` replaced
+    /// vmtest's init.
+    pub init_overridden: bool,
 }
 
 impl RootSpec {
@@ -50,12 +53,16 @@ impl RootSpec {
     pub fn parse(cmdline: &str) -> Option<RootSpec> {
         let (mut source, mut fstype, mut flags, mut init) = (None, None, String::new(), "/sbin/init".to_string());
         let mut mode = "rw";
+        let mut inits = 0;
         for word in cmdline.split_whitespace().take_while(|w| *w != "--") {
             match word.split_once('=') {
                 Some(("root", v)) => source = Some(v.to_string()),
                 Some(("rootfstype", v)) => fstype = Some(v.to_string()),
                 Some(("rootflags", v)) => flags = v.to_string(),
-                Some(("init", v)) => init = v.to_string(),
+                Some(("init", v)) => {
+                    init = v.to_string();
+                    inits += 1;
+                }
                 None if word == "ro" || word == "rw" => mode = if word == "ro" { "ro" } else { "rw" },
                 _ => {}
             }
@@ -70,6 +77,7 @@ impl RootSpec {
             fstype: fstype?,
             options,
             init,
+            init_overridden: inits > 1,
         })
     }
 }
@@ -126,6 +134,7 @@ fn switch(args: &[OsString]) -> io::Result<std::convert::Infallible> {
     // carry on in this process rather than load it again over 9p.
     if let [_, flag, plan] = args
         && flag == "--guest-init"
+        && !spec.init_overridden
     {
         std::process::exit(crate::guest_init::init(plan.into()));
     }
@@ -232,8 +241,11 @@ mod tests {
                 fstype: "9p".into(),
                 options: "trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap,ro".into(),
                 init: "/usr/bin/vmtest".into(),
+                init_overridden: false,
             })
         );
+        let user = RootSpec::parse("root=r rootfstype=9p init=/usr/bin/vmtest init=/bin/sh -- --guest-init p").unwrap();
+        assert_eq!((user.init.as_str(), user.init_overridden), ("/bin/sh", true));
         assert_eq!(RootSpec::parse("console=ttyS0 rootfstype=9p"), None);
     }
 
