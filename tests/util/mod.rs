@@ -404,3 +404,55 @@ pub fn arm64_assets() -> Option<Arm64Assets> {
     eprintln!("SKIPPED (not in CI): {message}");
     None
 }
+
+/// The Debian disk images built by tests/assets/build-images.sh.
+pub struct TestImages {
+    /// Raw, MBR, syslinux: boots under SeaBIOS.
+    pub bios: PathBuf,
+    /// qcow2, GPT, systemd-boot: boots under OVMF.
+    pub uefi: PathBuf,
+}
+
+/// The test images, or `None` (outside CI) when they are missing. In CI a
+/// missing image fails the test.
+pub fn test_images() -> Option<TestImages> {
+    let dir = assets_dir().join("images");
+    let images = TestImages {
+        bios: dir.join("debian-bios.raw"),
+        uefi: dir.join("debian-uefi.qcow2"),
+    };
+    if images.bios.is_file() && images.uefi.is_file() {
+        return Some(images);
+    }
+    let message = format!(
+        "test images not found in {}: build them with tests/assets/build.sh \
+         (it runs tests/assets/build-images.sh; about 2 minutes)",
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED (not in CI): {message}");
+    None
+}
+
+/// A `[[target]]` table for a disk image.
+pub fn image_target(name: &str, image: &Path, command: &str, extra: &str) -> String {
+    format!(
+        "[[target]]\nname = {}\nimage = {}\ncommand = {}\n{extra}\n",
+        toml_str(name),
+        toml_str(&image.to_string_lossy()),
+        toml_str(command)
+    )
+}
+
+/// The SHA-256 of a file, as hex (sha256sum's first column).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("running sha256sum");
+    assert!(out.status.success(), "sha256sum {} failed", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
