@@ -53,8 +53,9 @@ pub enum Ovmf {
 /// How the VM's firmware is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Firmware {
-    /// QEMU's SeaBIOS, told to mirror its screen on the serial console.
-    SeaBios { sercon: PathBuf },
+    /// QEMU's SeaBIOS, which mirrors its screen on the serial console when
+    /// the machine has no graphics.
+    SeaBios,
     /// A single firmware file (`vm.bios`, or a combined OVMF).
     Bios(PathBuf),
     /// OVMF's read-only code and this run's private copy of its variables.
@@ -86,12 +87,7 @@ pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Pa
                 .with_context(|| format!("copying the UEFI variable store {}", vars.display()))?;
             Firmware::Pflash { code, vars: private }
         }
-        (None, None) => {
-            let sercon = dir.path().join("sercon-port");
-            // COM1's I/O port, little-endian, as SeaBIOS reads it from fw_cfg.
-            std::fs::write(&sercon, 0x3f8u16.to_le_bytes()).context("writing SeaBIOS's serial setting")?;
-            Firmware::SeaBios { sercon }
-        }
+        (None, None) => Firmware::SeaBios,
     };
     let args = image_argv(target, image, format, &firmware, &dir.paths(), accel);
     Ok(Launch {
@@ -224,10 +220,8 @@ pub fn image_argv(
     let arch = target.arch.as_str();
     let mut args = qemu::machine_args(target, accel);
     match firmware {
-        Firmware::SeaBios { sercon } => {
-            args.push("-fw_cfg".into());
-            args.push(format!("name=etc/sercon-port,file={}", escape_opt(sercon)));
-        }
+        // "Booting from Hard Disk..." in the console log says how far a boot got.
+        Firmware::SeaBios => args.extend(["-machine".into(), "graphics=off".into()]),
         Firmware::Bios(file) => args.extend(["-bios".into(), file.to_string_lossy().into_owned()]),
         Firmware::Pflash { code, vars } => {
             args.push("-drive".into());

@@ -177,9 +177,7 @@ const MACHINE: &[&str] = &[
 #[test]
 fn bios_argv_is_exact() {
     let t = target("[target.vm]\nextra_args = [\"-s\"]\n[target.vm.mounts.\"/data\"]\nhost_path = \"/srv/a,b\"\n");
-    let firmware = Firmware::SeaBios {
-        sercon: "/run/v/sercon-port".into(),
-    };
+    let firmware = Firmware::SeaBios;
     let argv = image_argv(
         &t,
         Path::new("/img/disk.raw"),
@@ -190,8 +188,8 @@ fn bios_argv_is_exact() {
     );
     let mut expected: Vec<&str> = MACHINE.to_vec();
     expected.extend([
-        "-fw_cfg",
-        "name=etc/sercon-port,file=/run/v/sercon-port",
+        "-machine",
+        "graphics=off",
         "-drive",
         "file=/img/disk.raw,if=virtio,format=raw,snapshot=on",
     ]);
