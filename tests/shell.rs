@@ -21,12 +21,18 @@ fn a_shell_runs_commands_and_exit_powers_off() {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vmtest"));
     cmd.current_dir(project.path())
         .env("TMPDIR", project.tmp.path())
-        .env("VMTEST_NO_UI", "1").env("TERM", "dumb").arg("-k").arg(&kernel).arg("-");
+        .env("VMTEST_NO_UI", "1")
+        .env("TERM", "dumb")
+        .arg("-k")
+        .arg(&kernel)
+        .arg("-");
     // Generous: a TCG boot on a busy machine.
     let mut session = rexpect::session::spawn_command(cmd, Some(180_000)).expect("starting vmtest in a pty");
     session.send_line("echo sum=$((6*7)) release=$(uname -r)").unwrap();
     expect_output(&mut session, &format!("sum=42 release={release}"));
-    session.send_line("echo from-shell > /mnt/vmtest/shell.txt; echo written=$?").unwrap();
+    session
+        .send_line("echo from-shell > /mnt/vmtest/shell.txt; echo written=$?")
+        .unwrap();
     expect_output(&mut session, "written=0");
     // Job control: a background job and `jobs` need a controlling terminal.
     session.send_line("sleep 30 & jobs; kill %1").unwrap();
@@ -40,7 +46,10 @@ fn a_shell_runs_commands_and_exit_powers_off() {
         matches!(status, rexpect::process::WaitStatus::Exited(_, 0)),
         "vmtest exited with {status:?}"
     );
-    assert_eq!(std::fs::read_to_string(project.path().join("shell.txt")).unwrap(), "from-shell\n");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("shell.txt")).unwrap(),
+        "from-shell\n"
+    );
     project.wait_until_nothing_left(Duration::from_secs(10));
 }
 
@@ -49,7 +58,8 @@ fn a_shell_without_a_terminal_says_it_needs_one() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::without_vms();
     let out = project.run(project.vmtest().arg("-k").arg(&kernel).arg("-"));
-    out.assert_code(69).assert_stdout_contains("an interactive shell needs a terminal");
+    out.assert_code(69)
+        .assert_stdout_contains("an interactive shell needs a terminal");
     assert!(out.elapsed < Duration::from_secs(10), "{out}");
 }
 
@@ -64,5 +74,6 @@ fn shell_needs_exactly_one_target() {
     .concat();
     project.write("vmtest.toml", &config);
     let out = project.run(project.vmtest().arg("--shell"));
-    out.assert_code(2).assert_stderr_contains("--shell needs exactly one target; 2 selected (a, b)");
+    out.assert_code(2)
+        .assert_stderr_contains("--shell needs exactly one target; 2 selected (a, b)");
 }
