@@ -1,12 +1,16 @@
 //! vmtest: run a command inside a QEMU virtual machine and report the result.
 //!
 //! `main` wires the layers together: raw CLI arguments (`cli`) become a
-//! validated list of targets (`config`), the runner boots one VM per target
-//! (`runner`, `vm`, `qemu`, `agent`, `guest`, `relay`, `kvm`), the reporter
-//! prints (`report`), the reports beyond the terminal are written
-//! (`publish`: `junit`, `json_report`, `github`), and the results fold into
-//! the exit code (`exit_codes`). `--partition` (`partition`) and `--list`
-//! (`listing`) narrow and show the target list before anything boots.
+//! validated list of targets (`config`), narrowed by `--filter` and
+//! `--partition` (`partition`) or shown by `--list` (`listing`). The runner
+//! (`runner`) turns each target into a `launch` (`kernel` with `modules`,
+//! `initramfs`, `kernel_release`; or `image`), boots it (`vm`, `qemu`,
+//! `kvm`, `console`, `janitor`), talks to the guest (`agent`, `guest`,
+//! `guest_init`, `initramfs_init`, `relay`, `shell`) and returns results with
+//! captured output (`capture`). The reporter prints as things happen
+//! (`report`, words from `render`), reports beyond the terminal are written
+//! (`publish`: `junit`, `json_report`, `github`), Ctrl-C is caught
+//! (`interrupt`), and the results fold into the exit code (`exit_codes`).
 
 mod agent;
 mod capture;
