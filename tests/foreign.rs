@@ -1,14 +1,15 @@
-//! Foreign architectures: an aarch64 guest under TCG on the arm64 assets of
-//! tests/assets/build-arm64.sh (a cross-built kernel and a Debian arm64
-//! rootfs), and the errors a foreign target gets before any VM starts. Each
-//! aarch64 boot takes several seconds under TCG, so the VM tests check
-//! several things per boot.
+//! Foreign architectures: aarch64 and s390x guests under TCG on the assets
+//! of tests/assets/build-arm64.sh and build-s390x.sh (a cross-built kernel
+//! and a Debian rootfs of that architecture each), and the errors a foreign
+//! target gets before any VM starts. A foreign boot takes seconds (aarch64)
+//! to tens of seconds (s390x) under TCG, so the VM tests check several
+//! things per boot.
 
 mod util;
 
 use std::path::Path;
 
-use util::{Project, arm64_assets, toml_str};
+use util::{Project, arm64_assets, s390x_assets, toml_str};
 
 /// The shell init's private directory in the rootfs's /tmp is gone.
 fn assert_no_init_left(rootfs: &Path) {
@@ -57,6 +58,29 @@ fn the_one_liner_boots_aarch64() {
     assert_no_init_left(&arm64.rootfs);
     out.assert_code(0).assert_stdout_contains("--- PASS Image (");
     assert_eq!(out.command_stdout(), "aarch64\nshared\n", "{out}");
+}
+
+#[test]
+fn an_s390x_target_runs_in_the_s390x_rootfs() {
+    let Some(s390x) = s390x_assets() else { return };
+    let project = Project::for_vms();
+    // One vCPU: an s390x guest under TCG reaches the agent several times
+    // faster than with two.
+    let config = format!(
+        "[[target]]\nname = \"s390x\"\narch = \"s390x\"\nkernel = {}\nrootfs = {}\n\
+         command = 'uname -m; uname -r; echo \"from $(uname -m)\" > from-guest.txt; exit 7'\n\
+         [target.vm]\nnum_cpus = 1\n",
+        toml_str(&s390x.kernel.to_string_lossy()),
+        toml_str(&s390x.rootfs.to_string_lossy()),
+    );
+    project.write("vmtest.toml", &config);
+    let out = project.run(&mut project.vmtest());
+    assert_no_init_left(&s390x.rootfs);
+    out.assert_code(7)
+        .assert_stdout_contains(&format!(")\ns390x\n{}\n--- FAIL s390x (", s390x.release))
+        .assert_stdout_contains("): exit code 7\n");
+    let written = std::fs::read_to_string(project.path().join("from-guest.txt")).unwrap();
+    assert_eq!(written, "from s390x\n");
 }
 
 #[test]

@@ -380,21 +380,31 @@ pub fn debian_kernels() -> Option<DebianKernels> {
     found
 }
 
-/// The arm64 assets from tests/assets/build-arm64.sh.
-pub struct Arm64Assets {
-    /// The cross-built kernel (`Image`), with virtio PCI and 9p built in.
+/// A foreign architecture's assets from tests/assets/build-<name>.sh.
+pub struct ForeignAssets {
+    /// The cross-built kernel, with virtio and 9p built in.
     pub kernel: PathBuf,
     pub release: String,
-    /// A Debian arm64 root filesystem with bash, util-linux and qemu-ga.
+    /// A Debian root filesystem of that architecture with bash, util-linux
+    /// and qemu-ga.
     pub rootfs: PathBuf,
 }
 
 /// The arm64 assets, or `None` (outside CI) when they are missing. In CI a
 /// missing asset fails the test.
-pub fn arm64_assets() -> Option<Arm64Assets> {
-    let dir = assets_dir().join("arm64");
-    let assets = Arm64Assets {
-        kernel: dir.join("kernel/Image"),
+pub fn arm64_assets() -> Option<ForeignAssets> {
+    foreign_assets("arm64", "Image")
+}
+
+/// The s390x assets, like [`arm64_assets`].
+pub fn s390x_assets() -> Option<ForeignAssets> {
+    foreign_assets("s390x", "bzImage")
+}
+
+fn foreign_assets(name: &str, image: &str) -> Option<ForeignAssets> {
+    let dir = assets_dir().join(name);
+    let assets = ForeignAssets {
+        kernel: dir.join("kernel").join(image),
         release: std::fs::read_to_string(dir.join("kernel/release"))
             .unwrap_or_default()
             .trim()
@@ -405,8 +415,8 @@ pub fn arm64_assets() -> Option<Arm64Assets> {
         return Some(assets);
     }
     let message = format!(
-        "arm64 assets not found at {}: build them with tests/assets/build.sh \
-         (it runs tests/assets/build-arm64.sh; about 6 minutes)",
+        "{name} assets not found at {}: build them with tests/assets/build.sh \
+         (it runs tests/assets/build-{name}.sh; about 6 minutes)",
         dir.display()
     );
     if std::env::var_os("CI").is_some() {
