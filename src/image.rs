@@ -74,9 +74,7 @@ pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Pa
     let qemu = crate::kernel::find_qemu(&target.qemu_command, &target.arch)?;
     let accel = accel(&qemu);
     let mut dir = VmDir::new()?;
-    if let Some(log) = keep_console_log(&target.console_log) {
-        dir.set_console_log(log);
-    }
+    dir.keep_console_log(&target.console_log);
     let firmware = match (&target.vm.bios, ovmf) {
         (Some(bios), _) => Firmware::Bios(bios.clone()),
         (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
@@ -314,22 +312,6 @@ pub fn command_env(target: &Target) -> Vec<String> {
     let mut env = target.env.clone();
     env.entry("PATH".into()).or_insert_with(|| GUEST_PATH.into());
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// Creates the console log's directory; `None` (log in the private
-/// directory, lost after the run) if that is impossible, e.g. read-only.
-fn keep_console_log(path: &Path) -> Option<PathBuf> {
-    let parent = path.parent()?;
-    match std::fs::create_dir_all(parent) {
-        Ok(()) => Some(path.to_path_buf()),
-        Err(e) => {
-            log::warn!(
-                "cannot create {} ({e}); the console log will not be kept",
-                parent.display()
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -30,9 +30,7 @@ pub fn prepare(
     let drivers = root_drivers(target, kernel, rootfs)?;
     let accel = accel(&prepared.qemu);
     let mut dir = VmDir::new()?;
-    if let Some(log) = prepare_console_log(&target.console_log) {
-        dir.set_console_log(log);
-    }
+    dir.keep_console_log(&target.console_log);
     let marker = crate::relay::new_marker();
     let mut plan = guest::init_plan(&prepared.agent, &target.vm.mounts, &marker);
     let (mut initrd, mut modules_share) = (None, None);
@@ -211,22 +209,6 @@ pub fn find_qemu(command: &str, arch: &str) -> Result<PathBuf> {
     found.ok_or_else(|| {
         anyhow!("{command} not found on PATH: it runs {arch} guests; install it (Debian/Ubuntu: apt install {package})")
     })
-}
-
-/// Creates the console log's directory; `None` (log in the private
-/// directory, lost after the run) if that is impossible, e.g. read-only.
-fn prepare_console_log(path: &Path) -> Option<PathBuf> {
-    let parent = path.parent()?;
-    match std::fs::create_dir_all(parent) {
-        Ok(()) => Some(path.to_path_buf()),
-        Err(e) => {
-            log::warn!(
-                "cannot create {} ({e}); the console log will not be kept",
-                parent.display()
-            );
-            None
-        }
-    }
 }
 
 /// How the guest starts and how it runs the command.

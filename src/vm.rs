@@ -57,10 +57,18 @@ impl VmDir {
         Ok(VmDir { dir, console_log: None })
     }
 
-    /// Writes the guest console to `path` (kept after the run) instead of
-    /// the private directory.
-    pub fn set_console_log(&mut self, path: PathBuf) {
-        self.console_log = Some(path);
+    /// Writes the guest console to `path`, kept after the run, instead of
+    /// the private directory, if `path` can be written (its directory is
+    /// created); otherwise warns and keeps the log private, lost afterwards.
+    pub fn keep_console_log(&mut self, path: &Path) {
+        let writable = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::OpenOptions::new().create(true).write(true).truncate(true).open(path));
+        match writable {
+            Ok(_) => self.console_log = Some(path.to_path_buf()),
+            Err(e) => log::warn!("cannot write {} ({e}); the console log will not be kept", path.display()),
+        }
     }
 
     pub fn path(&self) -> &Path {
