@@ -61,13 +61,19 @@ impl VmDir {
     /// the private directory, if `path` can be written (its directory is
     /// created); otherwise warns and keeps the log private, lost afterwards.
     pub fn keep_console_log(&mut self, path: &Path) {
-        let writable = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::OpenOptions::new().create(true).write(true).truncate(true).open(path));
+        let writable = path.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| {
+            fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+        });
         match writable {
             Ok(_) => self.console_log = Some(path.to_path_buf()),
-            Err(e) => log::warn!("cannot write {} ({e}); the console log will not be kept", path.display()),
+            Err(e) => log::warn!(
+                "cannot write {} ({e}); the console log will not be kept",
+                path.display()
+            ),
         }
     }
 
