@@ -28,7 +28,7 @@ use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::{Phase, Reporter};
 use crate::shell;
-use crate::vm::{CONSOLE_TAIL_LINES, Vm};
+use crate::vm::{CONSOLE_TAIL_LINES, QemuCrashed, Vm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
 pub const DEFAULT_BOOT_TIMEOUT_KVM: u64 = 60;
@@ -159,6 +159,27 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
 }
 
 fn run_target(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases: &mut Phases) -> Result<Outcome> {
+    let result = boot_and_run(target, sink, accels, phases);
+    // QEMU crashing before the guest agent ever answered (seen with TCG
+    // under load) says nothing about the target: boot it once more.
+    let crashed = |e: &anyhow::Error| e.chain().any(|c| c.downcast_ref::<QemuCrashed>().is_some());
+    match result {
+        Err(e) if crashed(&e) && phases.boot.is_zero() && interrupt::received().is_none() => {
+            let signal = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<QemuCrashed>())
+                .map_or(0, |c| c.signal);
+            sink.reporter.warning(&format!(
+                "target '{}': QEMU died of signal {signal} while booting; trying once more",
+                target.name
+            ));
+            boot_and_run(target, sink, accels, phases)
+        }
+        other => other,
+    }
+}
+
+fn boot_and_run(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases: &mut Phases) -> Result<Outcome> {
     let accel = |qemu: &Path| choose_accel(accels, qemu, target, sink.reporter);
     let launch = match &target.kind {
         Kind::Kernel {

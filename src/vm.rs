@@ -11,7 +11,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +30,22 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 pub const CONSOLE_TAIL_LINES: usize = 25;
 /// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
 const PANIC_GRACE: Duration = Duration::from_secs(1);
+
+/// QEMU itself died of a signal (a crash, or killed from outside), as
+/// opposed to exiting: the runner may retry a boot that ended so.
+#[derive(Debug)]
+pub struct QemuCrashed {
+    pub signal: i32,
+    description: String,
+}
+
+impl std::fmt::Display for QemuCrashed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl std::error::Error for QemuCrashed {}
 
 /// The sockets of a running VM, one per virtio-serial port.
 pub struct Channels {
@@ -214,7 +230,11 @@ impl Vm {
             self.exit = self.child.try_wait().context("checking on QEMU")?;
         }
         if let Some(status) = self.exit {
-            return Err(anyhow!("{}", self.describe_exit(status)));
+            let description = self.describe_exit(status);
+            return Err(match status.signal() {
+                Some(signal) => anyhow::Error::new(QemuCrashed { signal, description }),
+                None => anyhow!("{description}"),
+            });
         }
         if self.console.poll().is_some_and(|seen| seen.elapsed() >= PANIC_GRACE) {
             self.shutdown();

@@ -228,3 +228,33 @@ fn the_console_log_holds_the_boot_messages() {
     out.assert_code(0);
     assert!(elsewhere.join("bzImage/console.log").is_file());
 }
+
+#[test]
+fn qemu_crashing_during_boot_is_retried_once() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let mut cmd = project.vmtest();
+    cmd.arg("-k").arg(&kernel).arg("echo survived");
+    let run = Running::start(&mut cmd);
+    // Crash the first VM's QEMU (not the KVM self-test's) as soon as it exists.
+    let tmp = project.tmp.path().to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        let found = util::processes_mentioning(&tmp);
+        if let Some(line) = found
+            .iter()
+            .find(|l| l.contains("qemu-system") && l.contains("mount_tag=vmtest_root"))
+        {
+            break line.split(':').next().unwrap().parse::<i32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "QEMU never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling a process we found by its argv.
+    unsafe { libc::kill(pid, libc::SIGSEGV) };
+    let out = run.finish(Duration::from_secs(240));
+    out.assert_code(0)
+        .assert_stdout_contains("survived\n")
+        .assert_stderr_contains("QEMU died of signal 11 while booting; trying once more");
+    project.assert_nothing_left(&out);
+}
