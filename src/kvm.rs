@@ -67,13 +67,37 @@ pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
             warning: None,
         };
     }
-    let started = Instant::now();
-    let result = probe(qemu, cpu);
-    log::debug!(
-        "KVM probe took {:?}: {:?}",
-        started.elapsed(),
-        result.as_ref().map_err(|e| format!("{e:#}"))
-    );
+    let cache = cache_file(qemu, cpu);
+    let result = match cache.as_deref().and_then(|path| std::fs::read_to_string(path).ok()) {
+        Some(cached) => {
+            log::debug!(
+                "KVM probe result from {}: {cached}",
+                cache.as_deref().unwrap_or(Path::new("")).display()
+            );
+            match cached.strip_prefix("fail: ") {
+                Some(reason) => Err(anyhow::anyhow!("{}", reason.trim())),
+                None => Ok(()),
+            }
+        }
+        None => {
+            let started = Instant::now();
+            let result = probe(qemu, cpu);
+            log::debug!(
+                "KVM probe took {:?}: {:?}",
+                started.elapsed(),
+                result.as_ref().map_err(|e| format!("{e:#}"))
+            );
+            if let Some(path) = &cache {
+                let text = match &result {
+                    Ok(()) => "ok\n".to_string(),
+                    Err(e) => format!("fail: {e:#}\n"),
+                };
+                let _ = path.parent().map(std::fs::create_dir_all);
+                let _ = std::fs::write(path, text);
+            }
+            result
+        }
+    };
     match result {
         Ok(()) => Choice {
             accel: Accel::Kvm,
@@ -83,6 +107,39 @@ pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
             "KVM is present but does not work here ({e:#}); using TCG, which is much slower"
         ))),
     }
+}
+
+/// Where the probe's verdict is remembered: per host boot (KVM does not come
+/// and go while the machine runs), QEMU binary (path, size, mtime) and CPU
+/// model, under `$XDG_CACHE_HOME/vmtest/kvm` (or `~/.cache`). `None` when
+/// there is no cache directory or boot id: then vmtest probes every run.
+fn cache_file(qemu: &Path, cpu: &str) -> Option<std::path::PathBuf> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let binary = if qemu.components().count() > 1 {
+        qemu.to_path_buf()
+    } else {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .map(|d| d.join(qemu))
+            .find(|p| p.is_file())?
+    };
+    let meta = std::fs::metadata(&binary).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        boot_id.trim(),
+        &binary,
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        cpu,
+    )
+        .hash(&mut hasher);
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("vmtest/kvm").join(format!("{:016x}", hasher.finish())))
 }
 
 /// The probe firmware: 64 KiB of zeros whose last 16 bytes, where an x86 CPU
