@@ -186,5 +186,5 @@ fn the_built_in_test_kernel_gets_no_initramfs() {
     out.assert_code(0);
     assert_eq!(out.command_stdout(), format!("{release}\n"), "{out}");
     assert!(!qemu_argv(&out.stderr).contains("-initrd"), "{out}");
-    assert!(!cache.path().join("vmtest").exists(), "{out}");
+    assert!(!cache.path().join("vmtest/initramfs").exists(), "{out}");
 }
