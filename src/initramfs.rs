@@ -33,7 +33,7 @@ pub fn get(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], fallback: &Path) -
     let exe = std::env::current_exe().context("finding vmtest's own binary")?;
     let key = cache_key(kernel, dir, load, &exe)?;
     let name = format!("{key}.cpio");
-    let cache = cache_dir();
+    let cache = crate::cache::dir("initramfs");
     if let Some(cache) = &cache {
         let cached = cache.join(&name);
         if cached.is_file() {
@@ -68,15 +68,6 @@ pub fn get(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], fallback: &Path) -
         prune(&target, &path);
     }
     Ok(path)
-}
-
-/// `$XDG_CACHE_HOME/vmtest/initramfs`, else `~/.cache/vmtest/initramfs`.
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
-    Some(base.join("vmtest").join("initramfs"))
 }
 
 /// A hash of everything the archive is made of.

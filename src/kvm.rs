@@ -111,35 +111,17 @@ pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
 
 /// Where the probe's verdict is remembered: per host boot (KVM does not come
 /// and go while the machine runs), QEMU binary (path, size, mtime) and CPU
-/// model, under `$XDG_CACHE_HOME/vmtest/kvm` (or `~/.cache`). `None` when
-/// there is no cache directory or boot id: then vmtest probes every run.
+/// model, in the `kvm` cache directory. `qemu` is the binary's path as
+/// `kernel::find_qemu` resolved it. `None` when there is no cache directory
+/// or boot id: then vmtest probes every run.
 fn cache_file(qemu: &Path, cpu: &str) -> Option<std::path::PathBuf> {
     use std::hash::{Hash, Hasher};
     use std::os::unix::fs::MetadataExt;
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let binary = if qemu.components().count() > 1 {
-        qemu.to_path_buf()
-    } else {
-        let paths = std::env::var_os("PATH")?;
-        std::env::split_paths(&paths)
-            .map(|d| d.join(qemu))
-            .find(|p| p.is_file())?
-    };
-    let meta = std::fs::metadata(&binary).ok()?;
+    let meta = std::fs::metadata(qemu).ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        boot_id.trim(),
-        &binary,
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        cpu,
-    )
-        .hash(&mut hasher);
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
-    Some(base.join("vmtest/kvm").join(format!("{:016x}", hasher.finish())))
+    (boot_id.trim(), qemu, meta.len(), meta.mtime(), meta.mtime_nsec(), cpu).hash(&mut hasher);
+    Some(crate::cache::dir("kvm")?.join(format!("{:016x}", hasher.finish())))
 }
 
 /// The probe firmware: 64 KiB of zeros whose last 16 bytes, where an x86 CPU

@@ -5,7 +5,7 @@
 //! `--partition` (`partition`) or shown by `--list` (`listing`). The runner
 //! (`runner`) turns each target into a `launch` (`kernel` with `modules`,
 //! `initramfs`, `kernel_release`; or `image`), boots it (`vm`, `qemu`,
-//! `kvm`, `console`, `janitor`), talks to the guest (`agent`, `guest`,
+//! `kvm` with its verdicts in `cache`, `console`, `janitor`), talks to the guest (`agent`, `guest`,
 //! `guest_init`, `initramfs_init`, `relay`, `shell`) and returns results with
 //! captured output (`capture`). The reporter prints as things happen
 //! (`report`, words from `render`), reports beyond the terminal are written
@@ -13,6 +13,7 @@
 //! (`interrupt`), and the results fold into the exit code (`exit_codes`).
 
 mod agent;
+mod cache;
 mod capture;
 mod cli;
 mod config;
