@@ -90,7 +90,7 @@ pub fn init(plan_path: PathBuf) -> i32 {
     // SAFETY: nothing else reads or writes the environment at this point; the
     // relay threads never touch it.
     unsafe {
-        std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        std::env::set_var("PATH", crate::guest::GUEST_PATH);
         std::env::set_var("HOME", "/root");
         std::env::set_var("TERM", "linux");
     }

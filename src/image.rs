@@ -15,14 +15,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::config::{Mount, Target};
+use crate::guest::GUEST_PATH;
 use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
 use crate::launch::{Helper, Launch, SetupStep};
 use crate::qemu::{self, Accel, SHARE_TAG, VmPaths};
 use crate::vm::VmDir;
-
-/// The command's PATH in an image unless the target's `env` sets one: the
-/// host's PATH may not fit the guest, so nothing of the host's is passed.
-pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// On-disk format of an image, as QEMU's `format=` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::{Phase, Reporter};
 use crate::shell;
-use crate::vm::{CONSOLE_TAIL_LINES, QemuCrashed, Vm};
+use crate::vm::{QemuCrashed, Vm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
 pub const DEFAULT_BOOT_TIMEOUT_KVM: u64 = 60;
@@ -310,7 +310,7 @@ fn drive_vm(
         Err(WaitError::TimedOut) => bail!(
             "the guest agent never answered within the boot timeout ({boot_timeout}s)\n\
              last lines of the guest console:\n{}",
-            indent(&vm.console_tail(CONSOLE_TAIL_LINES))
+            vm.console_tail()
         ),
         Err(e) => return Err(anyhow!("{e}")).context("waiting for the guest to boot"),
     }
@@ -463,8 +463,4 @@ fn wait_status(agent: &mut Agent, pid: i64, vm: &mut Vm, deadline: Option<Instan
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
 }

@@ -27,7 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long QEMU gets to exit after SIGTERM before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Console lines attached to boot failures.
-pub const CONSOLE_TAIL_LINES: usize = 25;
+const CONSOLE_TAIL_LINES: usize = 25;
 /// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
 const PANIC_GRACE: Duration = Duration::from_secs(1);
 
@@ -255,17 +255,18 @@ impl Vm {
             text.push_str(":\n");
             text.push_str(&indent(stderr));
         }
-        let console = self.console_tail(CONSOLE_TAIL_LINES);
+        let console = self.console_tail();
         if !console.is_empty() {
             text.push_str("\nlast lines of the guest console:\n");
-            text.push_str(&indent(&console));
+            text.push_str(&console);
         }
         text
     }
 
-    /// The last `lines` lines of the guest's serial console.
-    pub fn console_tail(&self, lines: usize) -> String {
-        console::tail(&self.paths.console_log, lines)
+    /// The last [`CONSOLE_TAIL_LINES`] lines of the guest's serial console,
+    /// indented for an error message.
+    pub fn console_tail(&self) -> String {
+        indent(&console::tail(&self.paths.console_log, CONSOLE_TAIL_LINES))
     }
 
     /// Waits up to `limit` for QEMU to exit by itself.
