@@ -46,32 +46,5 @@ bare() {
         -device virtio-9p-pci,fsdev=root,mount_tag=vmtest_root >/dev/null 2>&1
 }
 
-run_vmtest() {
-    "$vmtest" -k "$kernel" true >/dev/null 2>&1
-}
-
-elapsed() {
-    local start end
-    start=$(date +%s.%N)
-    "$@"
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc
-}
-
-median() {
-    sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'
-}
-
-echo "kernel: $kernel ($accel), $runs runs each, alternating"
-: > "$work/bare"
-: > "$work/vmtest"
-for i in $(seq "$runs"); do
-    b=$(elapsed bare)
-    v=$(elapsed run_vmtest)
-    echo "$b" >> "$work/bare"
-    echo "$v" >> "$work/vmtest"
-    printf 'run %2d: bare %.2fs  vmtest %.2fs\n' "$i" "$b" "$v"
-done
-mb=$(median < "$work/bare")
-mv=$(median < "$work/vmtest")
-printf 'median: bare %.2fs  vmtest %.2fs  ratio %.2f\n' "$mb" "$mv" "$(echo "$mv / $mb" | bc -l)"
+. "$here/bench/lib.sh"
+compare
