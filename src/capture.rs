@@ -17,8 +17,6 @@ pub struct Captured {
     pub total: u64,
 }
 
-// Used by the JUnit and JSON reports.
-#[allow(dead_code)]
 impl Captured {
     pub fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
