@@ -235,6 +235,15 @@ exit "$rc"
     )
 }
 
+/// Where the target's working directory appears under `/mnt/vmtest`, the
+/// share of its config directory (the share's root if it lies outside).
+pub fn workdir_in_share(target: &crate::config::Target) -> String {
+    match target.workdir.strip_prefix(&target.share_dir) {
+        Ok(rel) if !rel.as_os_str().is_empty() => format!("{GUEST_SHARE}/{}", rel.display()),
+        _ => GUEST_SHARE.to_string(),
+    }
+}
+
 /// The guest path of `host_path` when `rootfs` is shared as the guest's root.
 pub fn guest_path_in_rootfs(rootfs: &Path, host_path: &Path) -> Option<String> {
     let relative = host_path.strip_prefix(rootfs).ok()?;

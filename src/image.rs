@@ -92,7 +92,7 @@ pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Pa
         extra_dirs: Vec::new(),
         helper: Helper::Shell,
         setup: setup_steps(&target.vm.mounts),
-        workdir: guest_workdir(target),
+        workdir: crate::guest::workdir_in_share(target),
         env: command_env(target),
         marker: crate::relay::new_marker(),
         accel,
@@ -293,14 +293,6 @@ fn check_mounts(mounts: &[Mount]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The command's working directory: its place under /mnt/vmtest.
-fn guest_workdir(target: &Target) -> String {
-    match target.workdir.strip_prefix(&target.share_dir) {
-        Ok(rel) if !rel.as_os_str().is_empty() => format!("{GUEST_SHARE}/{}", rel.display()),
-        _ => GUEST_SHARE.to_string(),
-    }
 }
 
 /// The target's own variables and a PATH that fits a Linux guest; nothing

@@ -281,7 +281,7 @@ fn the_command_gets_only_the_targets_env_and_a_guest_path() {
 #[test]
 fn the_workdir_is_under_the_share() {
     let mut t = target("");
-    assert_eq!(guest_workdir(&t), "/mnt/vmtest");
+    assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest");
     t.workdir = "/proj/sub/dir".into();
-    assert_eq!(guest_workdir(&t), "/mnt/vmtest/sub/dir");
+    assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest/sub/dir");
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::config::Target;
-use crate::guest::{self, GUEST_SHARE};
+use crate::guest;
 use crate::launch::{Helper, Launch};
 use crate::modules::{self, RootDrivers};
 use crate::qemu::{self, Accel, BootExtras};
@@ -291,10 +291,7 @@ fn guest_workdir(target: &Target, rootfs: &Path) -> String {
     if rootfs == Path::new("/") {
         return target.workdir.to_string_lossy().into_owned();
     }
-    match target.workdir.strip_prefix(&target.share_dir) {
-        Ok(rel) if !rel.as_os_str().is_empty() => format!("{GUEST_SHARE}/{}", rel.display()),
-        _ => GUEST_SHARE.to_string(),
-    }
+    guest::workdir_in_share(target)
 }
 
 /// The host's environment plus the target's own variables.
