@@ -16,6 +16,7 @@ qemu_package=qemu-system-arm
 image=Image
 elf_machine="183 0"
 loader=usr/lib/ld-linux-aarch64.so.1
+extra_packages=linux-image-arm64,busybox-static
 # shellcheck source=foreign-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/foreign-lib.sh"
 build_foreign_assets

@@ -3,6 +3,9 @@
 # console drivers are modules:
 #   linux-image-amd64        /boot/vmlinuz-<release> and /lib/modules/<release>
 #   linux-image-cloud-amd64  the cloud flavour, which has no 9p at all
+#   linux-image-6.12-amd64   Debian 12's 6.12 kernel (modules .ko.xz), unpacked
+#                            into the cache with dpkg-deb (nothing installed
+#                            on the host) and indexed by depmod, as installed
 # and a copied module tree for the generic kernel with every module
 # compressed to .ko.xz (only the root drivers, their dependencies and
 # `dummy`, which the modprobe test loads), indexed by depmod.
@@ -13,26 +16,17 @@
 #   amd64.vmlinuz, amd64.release   the generic kernel's path and release
 #   cloud.vmlinuz, cloud.release   the cloud kernel's
 #   modules-xz/lib/modules/<release>/   the compressed tree
+#   6.12.vmlinuz, 6.12.release     the 6.12 kernel
+#   6.12/lib/modules/<release>/    its modules
 set -euo pipefail
 
 cache_root="$1"
 asset_dir="$2"
-key="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
-out="$cache_root/debian-kernels-$key"
-
-log() { echo "build-debian-kernels.sh: $*" >&2; }
-
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+log_name=build-debian-kernels.sh
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+out="$cache_root/debian-kernels-$(asset_key "${BASH_SOURCE[0]}")"
 
 apt_install linux-image-amd64 linux-image-cloud-amd64 kmod xz-utils
 
@@ -71,5 +65,26 @@ if [ "$(cat "$out/amd64.release" 2>/dev/null)" != "$amd64" ]; then
     rm -rf "$out"
     mv "$out.tmp" "$out"
 fi
-log "Debian kernels $amd64 and $cloud; compressed modules in $out/modules-xz"
+# Debian 12's 6.12 kernel, unpacked from its package without installing it.
+if [ ! -f "$out/6.12.release" ]; then
+    apt_update_once
+    work="$(mktemp -d)"
+    ( cd "$work" && apt-get download -q linux-image-6.12-amd64 >&2 )
+    meta="$(dpkg-deb -f "$work"/linux-image-6.12-amd64_*.deb Depends)"
+    image="$(echo "$meta" | tr ',' '\n' | sed -n 's/^ *\(linux-image-[^ ]*\).*/\1/p' | head -n1)"
+    ( cd "$work" && apt-get download -q "$image" >&2 )
+    rm -rf "$out/6.12"
+    mkdir -p "$out/6.12"
+    dpkg-deb -x "$work/${image}"_*.deb "$out/6.12"
+    rm -rf "$work"
+    release="${image#linux-image-}"
+    [ -d "$out/6.12/usr/lib/modules/$release" ] && mkdir -p "$out/6.12/lib" \
+        && mv "$out/6.12/usr/lib/modules" "$out/6.12/lib/modules"
+    depmod -b "$out/6.12" "$release"
+    grep -q '9p.ko.xz:' "$out/6.12/lib/modules/$release/modules.dep" \
+        || { log "the 6.12 kernel's modules are not .ko.xz"; exit 1; }
+    cp "$out/6.12/boot/vmlinuz-$release" "$out/6.12.vmlinuz"
+    echo "$release" > "$out/6.12.release"
+fi
+log "Debian kernels $amd64, $cloud and $(cat "$out/6.12.release"); compressed modules in $out/modules-xz"
 ln -sfn "$out" "$asset_dir/debian-kernels"

@@ -15,10 +15,11 @@ set -euo pipefail
 
 cache_root="$1"
 asset_dir="$2"
-key="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
-out="$cache_root/images-$key"
-
-log() { echo "build-images.sh: $*" >&2; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+log_name=build-images.sh
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+out="$cache_root/images-$(asset_key "${BASH_SOURCE[0]}")"
 
 suite=bookworm
 disk_size=2G
@@ -26,27 +27,6 @@ boot_mib=256          # the FAT partition: kernel and initramfs live there
 boot_start=2048       # sectors: partitions start at 1 MiB
 fs_uuid=7f3ad2a6-6d8e-4d1f-9a53-5c7e0b1e2c11
 cmdline="root=UUID=$fs_uuid rw console=ttyS0 quiet systemd.show_status=1"
-
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    # Debian's qemu-utils must match its qemu-system-x86, not a backport.
-    local qver pinned=()
-    qver="$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')"
-    for pkg in "${missing[@]}"; do
-        [ "$pkg" = qemu-utils ] && pkg="$pkg=$qver"
-        pinned+=("$pkg")
-    done
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --allow-downgrades "${pinned[@]}" >&2
-}
 
 # The root filesystem: a minimal Debian that boots with systemd and starts
 # qemu-guest-agent when its virtio-serial port appears (Debian's udev rule

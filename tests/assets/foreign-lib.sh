@@ -10,6 +10,7 @@
 #   elf_machine  e_machine of the arch's ELF files as two bytes in file
 #                order: "183 0" (aarch64), "0 22" (s390x, big-endian)
 #   loader       the dynamic loader's path in the rootfs
+#   extra_packages  more Debian packages for the rootfs (may be empty)
 # and is called as `SCRIPT CACHE_ROOT ASSET_DIR`. It writes
 # CACHE_ROOT/$name-<hash>/{rootfs,kernel/{$image,release,config}} and links
 # it as ASSET_DIR/$name.
@@ -19,31 +20,23 @@
 # unpacked and no maintainer script runs, so nothing foreign executes on the
 # host. The /usr merge and the directories and files those scripts would
 # create are made here.
+# Scripts may add packages in `extra_packages` (arm64 adds Debian's own
+# kernel, linux-image-arm64, whose drivers are modules, and busybox-static,
+# which vmtest's initramfs for a foreign modular kernel runs).
 # The kernel: linux-source-6.1 cross-compiled from tinyconfig plus
-# kernel-$name.config, with virtio and 9p built in (vmtest builds initramfs
-# images for the host's architecture only). About 6 minutes on 2 cores.
+# kernel-$name.config, with virtio and 9p built in. About 6 minutes on 2 cores.
 # docs/architectures.md explains each step as a recipe.
 
 cache_root="$1"
 asset_dir="$2"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+script="$here/build-$name.sh"
 fragment="$here/kernel-$name.config"
-key="$(cat "$here/build-$name.sh" "$here/foreign-lib.sh" "$fragment" | sha256sum | cut -c1-16)"
-out="$cache_root/$name-$key"
-
-log() { echo "build-$name.sh: $*" >&2; }
-
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-}
+log_name="build-$name.sh"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+out="$cache_root/$name-$(key_functions="build_kernel build_kernel_in" \
+    asset_key "$script" "$here/foreign-lib.sh" "$fragment")"
 
 # Fails unless $1 is an ELF file of the guest's architecture.
 require_guest_elf() {
@@ -56,10 +49,10 @@ require_guest_elf() {
 }
 
 build_rootfs() {
-    local root="$1"
-    mmdebstrap --arch "$name" --variant=extract \
-        --include=base-files,base-passwd,bash,coreutils,dash,util-linux,mount,qemu-guest-agent \
-        bookworm "$root" >&2
+    local root="$1" include
+    include="base-files,base-passwd,bash,coreutils,dash,util-linux,mount,qemu-guest-agent"
+    [ -n "${extra_packages:-}" ] && include="$include,$extra_packages"
+    mmdebstrap --arch "$name" --variant=extract --include="$include" bookworm "$root" >&2
     # bookworm merges /usr in usr-is-merged's maintainer script, which the
     # extract variant does not run: move /bin, /sbin and /lib into /usr and
     # leave links, as the merge would.
@@ -92,31 +85,6 @@ build_rootfs() {
     done
 }
 
-build_kernel() {
-    local dest="$1" work
-    work="$(mktemp -d)"
-    trap 'rm -rf "$work"' RETURN
-    log "cross-building the $name test kernel in $work (about 6 minutes on 2 cores)"
-    tar -C "$work" -xf /usr/src/linux-source-6.1.tar.xz
-    local src="$work/linux-source-6.1"
-    local make=(make -C "$src" -s ARCH="$kernel_arch" CROSS_COMPILE="$cross")
-    "${make[@]}" tinyconfig >&2
-    "$src/scripts/kconfig/merge_config.sh" -m -O "$src" "$src/.config" "$fragment" >&2
-    "${make[@]}" olddefconfig >&2
-    # Every line of the fragment must have survived olddefconfig, or the
-    # kernel would silently lack something the tests rely on.
-    local line
-    while IFS= read -r line; do
-        case "$line" in ''|'#'*) continue ;; esac
-        grep -qxF "$line" "$src/.config" || { log "config fragment line lost: $line"; return 1; }
-    done < "$fragment"
-    "${make[@]}" -j"$(nproc)" "$image" >&2
-    mkdir -p "$dest"
-    cp "$src/arch/$kernel_arch/boot/$image" "$dest/$image"
-    "${make[@]}" kernelrelease > "$dest/release"
-    cp "$src/.config" "$dest/config"
-}
-
 # Builds what is missing from the cache and links the result.
 build_foreign_assets() {
     apt_install mmdebstrap "$qemu_package" "gcc-${cross%-}" "binutils-${cross%-}" \
@@ -130,7 +98,7 @@ build_foreign_assets() {
     fi
     if [ ! -f "$out/kernel/$image" ]; then
         rm -rf "$out/kernel.tmp"
-        build_kernel "$out/kernel.tmp"
+        build_kernel 6.1 "$kernel_arch" "$cross" "$image" "$out/kernel.tmp" "$fragment"
         mv "$out/kernel.tmp" "$out/kernel"
     fi
     log "$name kernel $(cat "$out/kernel/release") at $out/kernel/$image, rootfs at $out/rootfs"
