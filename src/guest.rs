@@ -39,6 +39,31 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// When the init makes a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum When {
+    Always,
+    /// Only when `/proc/filesystems` lists the filesystem: optional kernel
+    /// filesystems (debugfs, tracefs, ...) that not every kernel has.
+    Supported,
+    /// Only when nothing is mounted on the target yet: `/dev`, which the
+    /// kernel mounts itself with CONFIG_DEVTMPFS_MOUNT (or an initramfs did).
+    Unmounted,
+}
+
+/// What a failed mount does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OnFailure {
+    /// Nothing (debug output only).
+    Quiet,
+    /// A line on the console; the init carries on.
+    Warn,
+    /// The guest cannot work without it: the init says which kernel option
+    /// is missing and exits, the kernel panics, and vmtest fails the target
+    /// with that line within moments.
+    Fatal { needs: String },
+}
+
 /// One mount the init makes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MountStep {
@@ -49,18 +74,23 @@ pub struct MountStep {
     pub options: String,
     /// Create the mount point first (only where it cannot touch the host).
     pub mkdir: bool,
-    /// Stay quiet when this mount fails (the kernel may lack the filesystem).
-    pub optional: bool,
+    pub when: When,
+    pub on_failure: OnFailure,
 }
 
-/// What the init of a kernel target does, in order: mounts, symlinks, then
-/// it becomes the guest agent. Rendered as a shell script or run by vmtest
-/// itself as PID 1 (`guest_init.rs`).
+/// The hostname of a kernel target's guest.
+pub const HOSTNAME: &str = "vmtest";
+
+/// What the init of a kernel target does, in order: mounts, symlinks, the
+/// loopback interface and the hostname, then it becomes the guest agent.
+/// Rendered as a shell script or run by vmtest itself as PID 1
+/// (`guest_init.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitPlan {
     pub mounts: Vec<MountStep>,
     /// `(link, target)` pairs, e.g. `/dev/stderr -> /proc/self/fd/2`.
     pub symlinks: Vec<(String, String)>,
+    pub hostname: String,
     /// Guest path of qemu-ga.
     pub agent: String,
     /// The end-of-output marker vmtest's own init writes after relaying the
@@ -74,6 +104,7 @@ pub const STDOUT_FIFO: &str = "/run/vmtest/stdout";
 /// FIFO in the guest whose contents vmtest's init relays to the stderr port.
 pub const STDERR_FIFO: &str = "/run/vmtest/stderr";
 
+/// A mount made always, whose failure is reported and survived.
 fn step(source: &str, target: &str, fstype: &str, options: &str) -> MountStep {
     MountStep {
         source: source.into(),
@@ -81,39 +112,78 @@ fn step(source: &str, target: &str, fstype: &str, options: &str) -> MountStep {
         fstype: fstype.into(),
         options: options.into(),
         mkdir: false,
-        optional: false,
+        when: When::Always,
+        on_failure: OnFailure::Warn,
     }
+}
+
+/// A mount the guest cannot do without; it fails naming the kernel option.
+fn required(source: &str, target: &str, fstype: &str, options: &str, needs: &str) -> MountStep {
+    MountStep {
+        on_failure: OnFailure::Fatal { needs: needs.into() },
+        ..step(source, target, fstype, options)
+    }
+}
+
+/// A kernel filesystem mounted where test suites expect it, when the kernel
+/// has it.
+fn if_supported(fstype: &str, target: &str, options: &str) -> MountStep {
+    MountStep {
+        when: When::Supported,
+        on_failure: OnFailure::Quiet,
+        ..step(fstype, target, fstype, options)
+    }
+}
+
+/// The kernel filesystems a test machine has, where the tools expect them
+/// (bpftool and libbpf: bpffs, debugfs, tracefs, cgroup2), each mounted
+/// only when the kernel supports it.
+fn kernel_filesystems() -> Vec<MountStep> {
+    vec![
+        if_supported("debugfs", "/sys/kernel/debug", "nosuid,nodev,noexec"),
+        if_supported("tracefs", "/sys/kernel/tracing", "nosuid,nodev,noexec"),
+        if_supported("securityfs", "/sys/kernel/security", "nosuid,nodev,noexec"),
+        if_supported("configfs", "/sys/kernel/config", "nosuid,nodev,noexec"),
+        if_supported("cgroup2", "/sys/fs/cgroup", "nosuid,nodev,noexec"),
+        if_supported("bpf", "/sys/fs/bpf", "nosuid,nodev,noexec,mode=700"),
+        if_supported("pstore", "/sys/fs/pstore", "nosuid,nodev,noexec"),
+        MountStep {
+            mkdir: true,
+            ..if_supported("mqueue", "/dev/mqueue", "nosuid,nodev,noexec")
+        },
+    ]
 }
 
 /// The init plan of a kernel target. The guest's `/mnt` is a private tmpfs,
 /// so `/mnt/vmtest` and mounts below `/mnt` never create directories in the
-/// shared root.
+/// shared root. `/dev` gets a devtmpfs unless the kernel mounted one itself
+/// (CONFIG_DEVTMPFS_MOUNT), as on the host's root `/dev` would otherwise
+/// show the host's device nodes through 9p.
 pub fn init_plan(agent: &str, mounts: &[Mount], marker: &str) -> InitPlan {
     let mut steps = vec![
-        step("proc", "/proc", "proc", "nosuid,nodev,noexec"),
-        step("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec"),
-        step("tmpfs", "/run", "tmpfs", "nosuid,nodev,mode=0755"),
+        required("proc", "/proc", "proc", "nosuid,nodev,noexec", "CONFIG_PROC_FS"),
+        required("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec", "CONFIG_SYSFS"),
+        MountStep {
+            when: When::Unmounted,
+            ..required("devtmpfs", "/dev", "devtmpfs", "nosuid,mode=0755", "CONFIG_DEVTMPFS")
+        },
+        required("tmpfs", "/run", "tmpfs", "nosuid,nodev,mode=0755", "CONFIG_TMPFS"),
         step("tmpfs", "/mnt", "tmpfs", "mode=0755"),
         MountStep {
             mkdir: true,
-            optional: true,
-            ..step(
-                "devpts",
-                "/dev/pts",
-                "devpts",
-                "nosuid,noexec,gid=5,mode=620,ptmxmode=666",
-            )
+            ..if_supported("devpts", "/dev/pts", "nosuid,noexec,gid=5,mode=620,ptmxmode=666")
         },
         MountStep {
             mkdir: true,
-            optional: true,
+            on_failure: OnFailure::Quiet,
             ..step("tmpfs", "/dev/shm", "tmpfs", "nosuid,nodev,mode=1777")
         },
-        MountStep {
-            mkdir: true,
-            ..step(SHARE_TAG, GUEST_SHARE, "9p", &ninep_options(true, false))
-        },
     ];
+    steps.extend(kernel_filesystems());
+    steps.push(MountStep {
+        mkdir: true,
+        ..step(SHARE_TAG, GUEST_SHARE, "9p", &ninep_options(true, false))
+    });
     for (index, mount) in mounts.iter().enumerate() {
         steps.push(MountStep {
             mkdir: mount.guest_path.starts_with("/mnt/"),
@@ -134,10 +204,19 @@ pub fn init_plan(agent: &str, mounts: &[Mount], marker: &str) -> InitPlan {
     InitPlan {
         mounts: steps,
         symlinks: symlinks.iter().map(|(l, t)| (l.to_string(), t.to_string())).collect(),
+        hostname: HOSTNAME.to_string(),
         agent: agent.to_string(),
         marker: marker.to_string(),
     }
 }
+
+/// The message of a fatal init failure, the same from both inits.
+pub fn fatal_message(what: &str, needs: &str) -> String {
+    format!("vmtest init: fatal: {what}: the kernel needs {needs}")
+}
+
+/// The error when no virtio console port carries the agent's name.
+pub const NO_PORTS_NEEDS: &str = "CONFIG_VIRTIO_CONSOLE (and CONFIG_VIRTIO_PCI)";
 
 /// The mounts that show a kernel's modules directory from outside the
 /// rootfs at `/lib/modules/<release>`, so `modprobe` works in the guest: a
@@ -171,7 +250,9 @@ pub fn relayed_command(workdir: &str, command: &str) -> String {
 }
 
 /// The init plan as a POSIX shell script, for guests that cannot run the
-/// host's vmtest binary (another rootfs or architecture).
+/// host's vmtest binary (another rootfs or architecture). It needs only
+/// `sh`, `mount`, `mkdir`, `ln` and `cat` in the rootfs; `ip` (or
+/// `ifconfig`) brings up the loopback interface when the rootfs has one.
 pub fn init_script(plan: &InitPlan) -> String {
     let mut s = format!(
         "#!/bin/sh\n\
@@ -181,32 +262,84 @@ pub fn init_script(plan: &InitPlan) -> String {
     );
     for m in &plan.mounts {
         let target = shell_quote(&m.target);
+        let mut line = String::new();
         if m.mkdir {
-            let _ = writeln!(s, "mkdir -p {target}");
+            let _ = write!(line, "mkdir -p {target} 2>/dev/null; ");
         }
-        let mount = format!(
+        let _ = write!(
+            line,
             "mount -t {} -o {} {} {target}",
             m.fstype,
             shell_quote(&m.options),
             shell_quote(&m.source)
         );
-        if m.optional {
-            let _ = writeln!(s, "{mount} 2>/dev/null");
-        } else {
-            let _ = writeln!(s, "{mount} || echo 'vmtest init: mounting {} failed' >&2", m.target);
+        match &m.on_failure {
+            OnFailure::Quiet => line.push_str(" 2>/dev/null"),
+            OnFailure::Warn => {
+                let _ = write!(
+                    line,
+                    " || echo {} >&2",
+                    shell_quote(&format!("vmtest init: mounting {} failed", m.target))
+                );
+            }
+            OnFailure::Fatal { needs } => {
+                let what = format!("mounting {} on {} failed", m.fstype, m.target);
+                let _ = write!(
+                    line,
+                    " || {{ echo {} >&2; exit 1; }}",
+                    shell_quote(&fatal_message(&what, needs))
+                );
+            }
+        }
+        match m.when {
+            When::Always => {
+                let _ = writeln!(s, "{line}");
+            }
+            When::Supported => {
+                // Read once, after /proc is mounted (the first step).
+                if !s.contains("\nfs=") {
+                    s.push_str("fs=\" $(echo $(cat /proc/filesystems)) \"\n");
+                }
+                let _ = writeln!(s, "case $fs in *\" {} \"*) {line} ;; esac", m.fstype);
+            }
+            When::Unmounted => {
+                let _ = writeln!(
+                    s,
+                    "case \"$(cat /proc/mounts)\" in *\" {} \"*) ;; *) {line} ;; esac",
+                    m.target
+                );
+            }
         }
     }
     for (link, target) in &plan.symlinks {
         let _ = writeln!(s, "[ -e {link} ] || ln -s {target} {link}");
     }
-    // The agent's port, found by name; the device node comes from devtmpfs.
+    let _ = writeln!(
+        s,
+        "ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null\n\
+         echo {} 2>/dev/null >/proc/sys/kernel/hostname",
+        shell_quote(&plan.hostname)
+    );
+    // The agent's port, found by name (the host names the ports moments
+    // after the driver starts: wait up to 2 s); the device node comes from
+    // devtmpfs.
     let _ = write!(
         s,
-        "for p in /sys/class/virtio-ports/*; do\n\
-         \tread -r n < \"$p/name\"\n\
-         \t[ \"$n\" = {AGENT_PORT} ] && port=/dev/${{p##*/}}\n\
+        "port= i=0\n\
+         while [ -z \"$port\" ]; do\n\
+         \tfor p in /sys/class/virtio-ports/*; do\n\
+         \t\tread -r n 2>/dev/null < \"$p/name\"\n\
+         \t\t[ \"$n\" = {AGENT_PORT} ] && port=/dev/${{p##*/}}\n\
+         \tdone\n\
+         \t[ -n \"$port\" ] && break\n\
+         \ti=$((i + 1)); [ $i -gt 20 ] && {{ echo {} >&2; exit 1; }}\n\
+         \tsleep 0.1\n\
          done\n\
          exec {} -m virtio-serial -p \"$port\" -t /run\n",
+        shell_quote(&fatal_message(
+            "no virtio console port for the guest agent",
+            NO_PORTS_NEEDS
+        )),
         plan.agent
     );
     s
@@ -260,6 +393,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shell_init_is_whole() {
+        let script = init_script(&init_plan("/usr/sbin/qemu-ga", &[], "M"));
+        // VMTEST_BLESS=1 rewrites the golden file after a deliberate change.
+        if std::env::var_os("VMTEST_BLESS").is_some() {
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/init.sh"), &script).unwrap();
+        }
+        assert_eq!(script, include_str!("testdata/init.sh"));
+    }
+
+    #[test]
     fn init_mounts_extra_shares_with_their_modes() {
         let mounts = vec![
             Mount {
@@ -276,23 +419,14 @@ mod tests {
         let script = init_script(&init_plan("/usr/sbin/qemu-ga", &mounts, "M"));
         assert!(
             script.contains(
-                "mkdir -p '/mnt/ro'\nmount -t 9p -o 'trans=virtio,version=9p2000.L,msize=512000,access=any,ro' \
-             'vmtest_m0' '/mnt/ro' || echo 'vmtest init: mounting /mnt/ro failed' >&2\n"
+                "\nmkdir -p '/mnt/ro' 2>/dev/null; mount -t 9p -o \
+                 'trans=virtio,version=9p2000.L,msize=512000,access=any,ro' 'vmtest_m0' '/mnt/ro' || \
+                 echo 'vmtest init: mounting /mnt/ro failed' >&2\n\
+                 mount -t 9p -o 'trans=virtio,version=9p2000.L,msize=512000,access=any,rw' 'vmtest_m1' '/opt/rw' || \
+                 echo 'vmtest init: mounting /opt/rw failed' >&2\n"
             ),
             "{script}"
         );
-        assert!(
-            script.contains(
-                "\nmount -t 9p -o 'trans=virtio,version=9p2000.L,msize=512000,access=any,rw' 'vmtest_m1' '/opt/rw' ||"
-            ),
-            "{script}"
-        );
-        assert!(script.contains(
-            "mount -t devpts -o 'nosuid,noexec,gid=5,mode=620,ptmxmode=666' 'devpts' '/dev/pts' 2>/dev/null\n"
-        ));
-        assert!(script.contains("[ -e /dev/stderr ] || ln -s /proc/self/fd/2 /dev/stderr\n"));
-        assert!(!script.contains("mkdir -p '/opt/rw'"));
-        assert!(script.ends_with("exec /usr/sbin/qemu-ga -m virtio-serial -p \"$port\" -t /run\n"));
     }
 
     #[test]
@@ -302,13 +436,20 @@ mod tests {
         let script = init_script(&plan);
         assert!(
             script.contains(
-                "mount -t tmpfs -o 'mode=0755' 'tmpfs' '/lib/modules' || echo 'vmtest init: mounting /lib/modules \
-                 failed' >&2\nmkdir -p '/lib/modules/6.1.0-9-amd64'\nmount -t 9p -o \
+                "\nmount -t tmpfs -o 'mode=0755' 'tmpfs' '/lib/modules' || echo 'vmtest init: mounting /lib/modules \
+                 failed' >&2\nmkdir -p '/lib/modules/6.1.0-9-amd64' 2>/dev/null; mount -t 9p -o \
                  'trans=virtio,version=9p2000.L,msize=512000,access=any,cache=mmap,ro' 'vmtest_modules' \
                  '/lib/modules/6.1.0-9-amd64' ||"
             ),
             "{script}"
         );
+    }
+
+    #[test]
+    fn the_plan_survives_json() {
+        let plan = init_plan("/usr/sbin/qemu-ga", &[], "M");
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<InitPlan>(&json).unwrap(), plan);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::guest::{InitPlan, STDERR_FIFO, STDOUT_FIFO};
+use crate::guest::{InitPlan, NO_PORTS_NEEDS, OnFailure, STDERR_FIFO, STDOUT_FIFO, When, fatal_message};
 use crate::qemu::{AGENT_PORT, STDERR_PORT, STDOUT_PORT};
 
 /// Flag words of mount options; everything else is filesystem data.
@@ -65,28 +65,55 @@ pub fn init(plan_path: PathBuf) -> i32 {
             eprintln!("vmtest init: {} {what}", uptime.split(' ').next().unwrap_or("?"));
         }
     };
+    let mut supported: Option<String> = None;
     for m in &plan.mounts {
+        let wanted = match m.when {
+            When::Always => true,
+            When::Supported => {
+                let list = supported.get_or_insert_with(|| fs::read_to_string("/proc/filesystems").unwrap_or_default());
+                list.split_whitespace().any(|name| name == m.fstype)
+            }
+            When::Unmounted => !is_mount_point(&m.target),
+        };
+        if !wanted {
+            stamp(&format!("{} skipped", m.target));
+            continue;
+        }
         if m.mkdir {
             let _ = fs::create_dir_all(&m.target);
         }
-        if let Err(e) = mount(&m.source, &m.target, &m.fstype, &m.options)
-            && !m.optional
-        {
-            eprintln!("vmtest init: mounting {} on {} failed: {e}", m.source, m.target);
+        if let Err(e) = mount(&m.source, &m.target, &m.fstype, &m.options) {
+            match &m.on_failure {
+                OnFailure::Quiet => stamp(&format!("{} failed: {e}", m.target)),
+                OnFailure::Warn => eprintln!("vmtest init: mounting {} on {} failed: {e}", m.source, m.target),
+                OnFailure::Fatal { needs } => {
+                    let what = format!("mounting {} on {} failed ({e})", m.fstype, m.target);
+                    eprintln!("{}", fatal_message(&what, needs));
+                    return 1;
+                }
+            }
         }
         stamp(&m.target);
     }
     for (link, target) in &plan.symlinks {
         let _ = std::os::unix::fs::symlink(target, link);
     }
+    if let Err(e) = loopback_up() {
+        stamp(&format!("loopback: {e}"));
+    }
+    // SAFETY: a valid buffer of the given length.
+    unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) };
     stamp("mounted");
+    let Some(port) = wait_for_port(AGENT_PORT) else {
+        eprintln!(
+            "{}",
+            fatal_message(&format!("no virtio console port named {AGENT_PORT}"), NO_PORTS_NEEDS)
+        );
+        return 1;
+    };
     if let Err(e) = start_relays(&plan.marker) {
         eprintln!("vmtest init: cannot relay the command's output: {e}");
     }
-    let Some(port) = find_port(AGENT_PORT) else {
-        eprintln!("vmtest init: no virtio-serial port named {AGENT_PORT}");
-        return 1;
-    };
     // SAFETY: nothing else reads or writes the environment at this point; the
     // relay threads never touch it.
     unsafe {
@@ -192,6 +219,50 @@ pub fn mount(source: &str, target: &str, fstype: &str, options: &str) -> io::Res
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Whether something is mounted on `target` (it is a line of /proc/mounts).
+fn is_mount_point(target: &str) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(target))
+}
+
+/// Brings the loopback interface up; the kernel gives it 127.0.0.1 (and ::1
+/// with IPv6) by itself.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket and ioctl calls on a zeroed ifreq we own.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(sock);
+        if rc == 0 { Ok(()) } else { Err(err) }
+    }
+}
+
+/// The port with this name, waiting up to 2 s for the host to name the
+/// ports (it does so moments after the driver starts).
+fn wait_for_port(name: &str) -> Option<PathBuf> {
+    for _ in 0..200 {
+        if let Some(port) = find_port(name) {
+            return Some(port);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
 }
 
 /// The device node of the virtio-serial port with this name.

@@ -3,9 +3,12 @@
 //!
 //! The archive (newc cpio, uncompressed) holds the modules that
 //! `modules.rs` chose, decompressed here (`.ko.xz`, `.ko.zst`, `.ko.gz`), as
-//! `/vmtest/modules/NN-name.ko` in load order, and vmtest's own binary as
-//! `/init` with the shared libraries it needs (from `ldd`). In the guest that
-//! binary loads the modules and switches to the 9p root (`initramfs_init.rs`).
+//! `/vmtest/modules/NN-name.ko` in load order, and an [`InitProgram`]: for a
+//! guest of the host's architecture vmtest's own binary as `/init` with the
+//! shared libraries it needs (from `ldd`), which loads the modules and
+//! switches to the 9p root (`initramfs_init.rs`); for another architecture
+//! the rootfs's own static busybox and a shell script ([`FOREIGN_INIT`])
+//! doing the same.
 //! Archives are cached under `$XDG_CACHE_HOME/vmtest/initramfs/`, keyed by
 //! the kernel, the modules, vmtest's version and the binary itself, and
 //! written atomically, so a second run boots at once.
@@ -26,11 +29,52 @@ pub const NEW_ROOT: &str = "/newroot";
 /// Cached archives kept; older ones are removed when a new one is written.
 const KEEP: usize = 6;
 
+/// What runs as the initramfs's `/init`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitProgram {
+    /// vmtest's own binary (a guest of the host's architecture).
+    Vmtest,
+    /// This static busybox (a host path in the guest's rootfs) running
+    /// [`FOREIGN_INIT`]: a guest of another architecture.
+    Busybox(PathBuf),
+}
+
+/// The `/init` of a foreign architecture's initramfs: load the modules,
+/// mount the root the kernel command line names, switch to it and run its
+/// `init=` (vmtest's shell init). Errors go to the console, where vmtest
+/// shows them with the kernel's panic.
+pub const FOREIGN_INIT: &str = r#"#!/bin/busybox sh
+# vmtest's initramfs for a modular kernel of another architecture.
+b=/bin/busybox
+$b mount -t proc proc /proc
+for m in /vmtest/modules/*.ko; do
+  $b insmod "$m" || echo "vmtest initramfs: loading $m failed"
+done
+root= fstype= flags= mode=rw init=/sbin/init
+for w in $($b cat /proc/cmdline); do
+  case $w in
+    --) break ;;
+    root=*) root=${w#root=} ;;
+    rootfstype=*) fstype=${w#rootfstype=} ;;
+    rootflags=*) flags=${w#rootflags=} ;;
+    init=*) init=${w#init=} ;;
+    ro|rw) mode=$w ;;
+  esac
+done
+$b mount -t "$fstype" -o "${flags:+$flags,}$mode" "$root" /newroot   || { echo "vmtest initramfs: mounting the root $root ($fstype) failed"; exit 1; }
+$b mount -t devtmpfs devtmpfs /newroot/dev || echo "vmtest initramfs: mounting /dev failed"
+$b umount /proc
+exec $b switch_root /newroot "$init" "$@"
+"#;
+
 /// The initramfs for this kernel and these modules: from the cache, or
 /// built into it (into `fallback`, a private directory, if the cache is not
 /// writable).
-pub fn get(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], fallback: &Path) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding vmtest's own binary")?;
+pub fn get(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], init: &InitProgram, fallback: &Path) -> Result<PathBuf> {
+    let exe = match init {
+        InitProgram::Vmtest => std::env::current_exe().context("finding vmtest's own binary")?,
+        InitProgram::Busybox(busybox) => busybox.clone(),
+    };
     let key = cache_key(kernel, dir, load, &exe)?;
     let name = format!("{key}.cpio");
     let cache = crate::cache::dir("initramfs");
@@ -53,7 +97,7 @@ pub fn get(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], fallback: &Path) -
         .prefix(".building.")
         .tempfile_in(&target)
         .with_context(|| format!("creating a file in {}", target.display()))?;
-    let size = write_archive(temp.as_file_mut(), &exe, load)?;
+    let size = write_archive(temp.as_file_mut(), init, &exe, load)?;
     let path = target.join(&name);
     temp.persist(&path)
         .with_context(|| format!("writing the initramfs {}", path.display()))?;
@@ -80,7 +124,7 @@ fn cache_key(kernel: &Path, dir: &ModulesDir, load: &[PathBuf], exe: &Path) -> R
     let mut parts = vec![
         env!("CARGO_PKG_VERSION").to_string(),
         format!("{} {:?}", kernel.display(), stamp(kernel)?),
-        format!("{} {:?}", dir.path.display(), stamp(&dir.path.join("modules.dep"))?),
+        format!("{} {:?}", dir.path.display(), stamp(&dir.path.join("modules.dep")).ok()),
         format!("{} {:?}", exe.display(), stamp(exe)?),
     ];
     parts.extend(load.iter().map(|p| p.display().to_string()));
@@ -117,21 +161,31 @@ fn prune(cache: &Path, current: &Path) {
     }
 }
 
-/// Writes the whole archive; returns its size.
-fn write_archive(file: &mut std::fs::File, exe: &Path, load: &[PathBuf]) -> Result<u64> {
+/// Writes the whole archive; returns its size. `exe` is vmtest's binary or
+/// the busybox, as `init` says.
+fn write_archive(file: &mut std::fs::File, init: &InitProgram, exe: &Path, load: &[PathBuf]) -> Result<u64> {
     let mut cpio = Archive::new(BufWriter::new(file));
     for dir in ["dev", "proc", "sys", "newroot", "vmtest", "vmtest/modules"] {
         cpio.dir(dir)?;
     }
     cpio.device("dev/console", 0o600, (5, 1))?;
     cpio.device("dev/null", 0o666, (1, 3))?;
-    cpio.file_from("init", 0o755, exe)?;
-    for lib in shared_libraries(exe)? {
-        let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
-        cpio.file_from(&inside, 0o755, &lib)?;
-    }
-    if Path::new("/etc/ld.so.cache").is_file() {
-        cpio.file_from("etc/ld.so.cache", 0o644, Path::new("/etc/ld.so.cache"))?;
+    match init {
+        InitProgram::Vmtest => {
+            cpio.file_from("init", 0o755, exe)?;
+            for lib in shared_libraries(exe)? {
+                let inside = lib.to_string_lossy().trim_start_matches('/').to_string();
+                cpio.file_from(&inside, 0o755, &lib)?;
+            }
+            if Path::new("/etc/ld.so.cache").is_file() {
+                cpio.file_from("etc/ld.so.cache", 0o644, Path::new("/etc/ld.so.cache"))?;
+            }
+        }
+        InitProgram::Busybox(_) => {
+            cpio.dir("bin")?;
+            cpio.file_from("bin/busybox", 0o755, exe)?;
+            cpio.file("init", 0o755, FOREIGN_INIT.as_bytes())?;
+        }
     }
     for (index, module) in load.iter().enumerate() {
         let name = module_name(&module.to_string_lossy());

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::config::Target;
 use crate::guest;
+use crate::initramfs::InitProgram;
 use crate::launch::{Helper, Launch};
 use crate::modules::{self, RootDrivers};
 use crate::qemu::{self, Accel, BootExtras};
@@ -28,6 +29,12 @@ pub fn prepare(
 ) -> Result<Launch> {
     let prepared = prepare_kernel(target, kernel, rootfs)?;
     let drivers = root_drivers(target, kernel, rootfs)?;
+    let init_program = match &drivers {
+        Some((_, RootDrivers::Modules { .. })) if target.arch != crate::config::host_arch() => {
+            InitProgram::Busybox(static_busybox(target, kernel, rootfs)?)
+        }
+        _ => InitProgram::Vmtest,
+    };
     let accel = accel(&prepared.qemu);
     let mut dir = VmDir::new()?;
     dir.keep_console_log(&target.console_log);
@@ -35,7 +42,7 @@ pub fn prepare(
     let mut plan = guest::init_plan(&prepared.agent, &target.vm.mounts, &marker);
     let (mut initrd, mut modules_share) = (None, None);
     if let Some((release, RootDrivers::Modules { dir: modules, load })) = &drivers {
-        initrd = Some(crate::initramfs::get(kernel, modules, load, dir.path())?);
+        initrd = Some(crate::initramfs::get(kernel, modules, load, &init_program, dir.path())?);
         if !modules.in_rootfs {
             if rootfs.join("lib/modules").is_dir() {
                 plan.mounts.extend(guest::modules_mounts(release));
@@ -173,17 +180,69 @@ fn root_drivers(target: &Target, kernel: &Path, rootfs: &Path) -> Result<Option<
             load.len(),
             dir.path.display()
         );
-        if target.arch != crate::config::host_arch() {
-            bail!(
-                "kernel {} ({release}) has its virtio and 9p drivers as modules; vmtest loads them with an \
-                 initramfs it builds for the host's architecture ({}) only, not {}",
-                kernel.display(),
-                crate::config::host_arch(),
-                target.arch
-            );
-        }
     }
     Ok(Some((release, drivers)))
+}
+
+/// The rootfs's static busybox, which loads a foreign kernel's modules in the
+/// initramfs (vmtest's own binary cannot run on that architecture).
+fn static_busybox(target: &Target, kernel: &Path, rootfs: &Path) -> Result<PathBuf> {
+    let candidates = ["usr/bin/busybox", "bin/busybox", "usr/sbin/busybox", "sbin/busybox"];
+    let found = candidates.iter().map(|p| rootfs.join(p)).find(|p| p.is_file());
+    let hint = "install a static busybox there (Debian: busybox-static), or use a kernel with \
+                CONFIG_VIRTIO_PCI, CONFIG_VIRTIO_CONSOLE, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS built in";
+    let Some(busybox) = found else {
+        bail!(
+            "kernel {} has its virtio and 9p drivers as modules; for an {} guest vmtest loads them with the \
+             rootfs's own busybox, and {} has none: {hint}",
+            kernel.display(),
+            target.arch,
+            rootfs.display()
+        );
+    };
+    let bytes = std::fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    match elf_is_static(&bytes) {
+        Some(true) => Ok(busybox),
+        Some(false) => bail!(
+            "{} is dynamically linked; loading the modules of kernel {} before the root is mounted needs a \
+             static busybox: {hint}",
+            busybox.display(),
+            kernel.display()
+        ),
+        None => bail!("{} is not an ELF executable: {hint}", busybox.display()),
+    }
+}
+
+/// Whether an ELF executable has no program interpreter (is statically
+/// linked); `None` if the bytes are not ELF.
+fn elf_is_static(bytes: &[u8]) -> Option<bool> {
+    if bytes.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let wide = *bytes.get(4)? == 2;
+    let big = *bytes.get(5)? == 2;
+    let num = |at: usize, len: usize| -> Option<u64> {
+        let raw = bytes.get(at..at + len)?;
+        let mut v = 0u64;
+        for i in 0..len {
+            let byte = if big { raw[i] } else { raw[len - 1 - i] };
+            v = (v << 8) | u64::from(byte);
+        }
+        Some(v)
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (num(0x20, 8)?, num(0x36, 2)?, num(0x38, 2)?)
+    } else {
+        (num(0x1c, 4)?, num(0x2a, 2)?, num(0x2c, 2)?)
+    };
+    const PT_INTERP: u64 = 3;
+    for index in 0..phnum {
+        let at = usize::try_from(phoff + index * phentsize).ok()?;
+        if num(at, 4)? == PT_INTERP {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// Resolves the QEMU binary: a path as given, or a name on PATH.
@@ -301,4 +360,30 @@ fn command_env(target: &Target) -> Vec<String> {
         .collect();
     env.extend(target.env.clone());
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-bit little-endian ELF header with one program header of `kind`.
+    fn elf64(kind: u32) -> Vec<u8> {
+        let mut bytes = vec![0u8; 0x40 + 0x38];
+        bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        bytes[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        bytes[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
+        bytes[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        bytes[0x40..0x44].copy_from_slice(&kind.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn static_executables_have_no_interpreter() {
+        assert_eq!(elf_is_static(&elf64(1)), Some(true));
+        assert_eq!(elf_is_static(&elf64(3)), Some(false));
+        assert_eq!(elf_is_static(b"#!/bin/sh\n"), None);
+        assert_eq!(elf_is_static(&elf64(3)[..0x30]), None);
+        let bash = std::fs::read("/bin/bash").unwrap();
+        assert_eq!(elf_is_static(&bash), Some(false));
+    }
 }

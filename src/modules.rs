@@ -108,15 +108,15 @@ fn find_dir(inputs: &Inputs, searched: &mut Vec<PathBuf>) -> Result<Option<Modul
             base.join("lib/modules").join(release),
             base.join("usr/lib/modules").join(release),
         ];
-        return match candidates.iter().find(|c| c.join("modules.dep").is_file()) {
+        return match candidates.iter().find(|c| is_modules_dir(c)) {
             Some(dir) => Ok(Some(ModulesDir {
                 in_rootfs: same_as_rootfs(dir),
                 path: dir.clone(),
             })),
             None => bail!(
-                "modules {}: no modules.dep for kernel release {release} there (looked in {}); \
-                 point it at the directory holding modules.dep, or at one with {release}/ or \
-                 lib/modules/{release}/ inside (run depmod if modules.dep is missing)",
+                "modules {}: no modules for kernel release {release} there (looked in {}); \
+                 point it at the directory holding modules.dep (or kernel/), or at one with {release}/ or \
+                 lib/modules/{release}/ inside",
                 base.display(),
                 list(&candidates)
             ),
@@ -124,7 +124,7 @@ fn find_dir(inputs: &Inputs, searched: &mut Vec<PathBuf>) -> Result<Option<Modul
     }
     for dir in &in_rootfs {
         searched.push(dir.clone());
-        if dir.join("modules.dep").is_file() {
+        if is_modules_dir(dir) {
             return Ok(Some(ModulesDir {
                 path: dir.clone(),
                 in_rootfs: true,
@@ -134,10 +134,29 @@ fn find_dir(inputs: &Inputs, searched: &mut Vec<PathBuf>) -> Result<Option<Modul
     Ok(None)
 }
 
+/// Whether `dir` holds a kernel's modules: indexed by depmod (`modules.dep`),
+/// or as a package unpacked without its maintainer scripts left them
+/// (`kernel/`, `modules.order`).
+fn is_modules_dir(dir: &Path) -> bool {
+    dir.join("modules.dep").is_file() || dir.join("kernel").is_dir() || dir.join("modules.order").is_file()
+}
+
 /// The plan from a modules directory's `modules.dep` and `modules.builtin`.
 fn from_modules_dir(inputs: &Inputs, dir: ModulesDir) -> Result<RootDrivers> {
     let dep_path = dir.path.join("modules.dep");
-    let dep = std::fs::read_to_string(&dep_path).with_context(|| format!("reading {}", dep_path.display()))?;
+    let dep = match std::fs::read_to_string(&dep_path) {
+        Ok(dep) => dep,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::info!(
+                "{}: no modules.dep (depmod never ran there); reading the dependencies from the modules \
+                 themselves. For modprobe in the guest, run `depmod -b ROOTFS {}`",
+                dir.path.display(),
+                inputs.release
+            );
+            dependencies_from_modules(&dir.path, &root_drivers(inputs.arch))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dep_path.display())),
+    };
     // An older depmod may not have written modules.builtin: nothing built in.
     let builtin = std::fs::read_to_string(dir.path.join("modules.builtin")).unwrap_or_default();
     match resolve(&dep, &builtin, &root_drivers(inputs.arch)) {
@@ -204,6 +223,59 @@ fn missing_drivers(inputs: &Inputs, missing: &[&str], source: &str) -> anyhow::E
         missing.join(", "),
         missing.iter().map(|m| symbol(m)).collect::<Vec<_>>().join(" and ")
     )
+}
+
+/// A `modules.dep` for `wanted` and everything they depend on, made from
+/// the module files below `dir` (their `.modinfo` section's `depends=`), as
+/// depmod would have written it.
+fn dependencies_from_modules(dir: &Path, wanted: &[&str]) -> Result<String> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let entries = std::fs::read_dir(&next).with_context(|| format!("reading {}", next.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() && path.to_string_lossy().contains(".ko") {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+                files.insert(module_name(&rel), rel);
+            }
+        }
+    }
+    let mut dep = String::new();
+    let mut queue: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
+    let mut seen = BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let Some(rel) = files.get(&name) else {
+            continue; // built in, or missing: `resolve` tells which
+        };
+        let bytes = crate::initramfs::decompressed(&dir.join(rel))?;
+        let needs = modinfo_depends(&bytes);
+        let paths: Vec<&str> = needs.iter().filter_map(|n| files.get(n).map(String::as_str)).collect();
+        dep.push_str(&format!("{rel}: {}\n", paths.join(" ")));
+        queue.extend(needs);
+    }
+    Ok(dep)
+}
+
+/// The module names in a module's `depends=` modinfo string.
+fn modinfo_depends(module: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = memchr::memmem::find(module, KEY) else {
+        return Vec::new();
+    };
+    let value = &module[at + KEY.len()..];
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end])
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| n.replace('-', "_"))
+        .collect()
 }
 
 /// The module files (relative to the modules directory, as `modules.dep`
@@ -485,6 +557,71 @@ kernel/drivers/virtio/virtio_ring.ko
         let err = plan(&inputs(&kernel, &rootfs, Some(dir.path())))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no modules.dep for kernel release 6.1.0-9-amd64"), "{err}");
+        assert!(err.contains("no modules for kernel release 6.1.0-9-amd64"), "{err}");
+    }
+
+    /// A module file as far as `modinfo_depends` reads it.
+    fn fake_module(depends: &str) -> Vec<u8> {
+        format!("\x7fELF...\0license=GPL\0depends={depends}\0name=x\0").into_bytes()
+    }
+
+    #[test]
+    fn modinfo_names_the_dependencies() {
+        assert_eq!(
+            modinfo_depends(&fake_module("virtio,virtio-ring")),
+            ["virtio", "virtio_ring"]
+        );
+        assert!(modinfo_depends(&fake_module("")).is_empty());
+        assert!(modinfo_depends(b"no modinfo here").is_empty());
+    }
+
+    #[test]
+    fn modules_without_modules_dep_are_resolved_from_their_modinfo() {
+        // As mmdebstrap's extract variant leaves a kernel package: the
+        // modules and modules.builtin, but no modules.dep.
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("root");
+        let tree = rootfs.join("usr/lib/modules/6.1.0-9-arm64");
+        for (rel, depends) in [
+            ("kernel/drivers/virtio/virtio_pci.ko", "virtio_ring,virtio"),
+            ("kernel/drivers/virtio/virtio_ring.ko", "virtio"),
+            ("kernel/drivers/virtio/virtio.ko", ""),
+            ("kernel/drivers/char/virtio_console.ko", "virtio_ring,virtio"),
+            ("kernel/net/9p/9pnet.ko", ""),
+            ("kernel/net/9p/9pnet_virtio.ko", "9pnet,virtio_ring,virtio"),
+            ("kernel/fs/9p/9p.ko", "9pnet,netfs"),
+            ("kernel/fs/netfs/netfs.ko", ""),
+            ("kernel/drivers/net/dummy.ko", ""),
+        ] {
+            let path = tree.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, fake_module(depends)).unwrap();
+        }
+        std::fs::write(tree.join("modules.builtin"), "kernel/fs/netfs/netfs.ko\n").unwrap();
+        let kernel = dir.path().join("vmlinuz");
+        let inputs = Inputs {
+            kernel: &kernel,
+            release: "6.1.0-9-arm64",
+            arch: "aarch64",
+            rootfs: &rootfs,
+            configured: None,
+        };
+        let RootDrivers::Modules { dir: found, load } = plan(&inputs).unwrap() else {
+            panic!("expected modules")
+        };
+        assert!(found.in_rootfs);
+        let names: Vec<String> = load.iter().map(|p| module_name(&p.to_string_lossy())).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio",
+                "virtio_ring",
+                "virtio_pci",
+                "virtio_console",
+                "9pnet",
+                "9pnet_virtio",
+                "9p"
+            ]
+        );
     }
 }
