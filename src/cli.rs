@@ -3,6 +3,7 @@
 //! `main.rs` turns these into a list of targets through `config.rs`; nothing
 //! here reads files or decides defaults beyond what clap shows in `--help`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
@@ -115,6 +116,22 @@ pub enum Format {
     Json,
 }
 
+/// The one-liner's command for `bash -c`: the words joined with spaces, or,
+/// when `--` came right before them (`vmtest -k K -- PROG ARGS...`), each
+/// word quoted so the guest runs exactly that argv (cargo's runner, `go test
+/// -exec`). `raw` is the whole command line as given.
+pub fn command_line(raw: &[OsString], command: &[String]) -> String {
+    let exact = raw.len() > command.len() && raw[raw.len() - command.len() - 1] == "--";
+    match exact {
+        true => command
+            .iter()
+            .map(|w| crate::guest::shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+        false => command.join(" "),
+    }
+}
+
 fn parse_partition(text: &str) -> Result<Partition, String> {
     Partition::parse(text).map_err(|e| e.to_string())
 }
@@ -156,6 +173,25 @@ mod tests {
         let args = Args::try_parse_from(["vmtest", "--list", "-f", "arm"]).unwrap();
         assert!(args.list);
         assert_eq!(args.format, Format::Human);
+    }
+
+    #[test]
+    fn a_double_dash_before_the_command_asks_for_an_exact_argv() {
+        let raw = |words: &[&str]| -> (Vec<OsString>, Args) {
+            let raw: Vec<OsString> = words.iter().map(OsString::from).collect();
+            let args = Args::try_parse_from(&raw).unwrap();
+            (raw, args)
+        };
+        let (words, args) = raw(&["vmtest", "-k", "bzImage", "--", "prog", "a b", "--x", "'q'"]);
+        assert_eq!(args.command, ["prog", "a b", "--x", "'q'"]);
+        assert_eq!(command_line(&words, &args.command), r#"'prog' 'a b' '--x' ''\''q'\'''"#);
+        // A `--` inside the command belongs to it.
+        let (words, args) = raw(&["vmtest", "-k", "bzImage", "git", "diff", "--", "f"]);
+        assert_eq!(command_line(&words, &args.command), "git diff -- f");
+        let (words, args) = raw(&["vmtest", "-k", "bzImage", "--", "--", "f"]);
+        assert_eq!(command_line(&words, &args.command), "'--' 'f'");
+        let (words, args) = raw(&["vmtest", "-k", "bzImage", "uname", "-r"]);
+        assert_eq!(command_line(&words, &args.command), "uname -r");
     }
 
     #[test]

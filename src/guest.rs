@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::config::Mount;
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::{AGENT_PORT, MODULES_TAG, MSIZE, SHARE_TAG, STDERR_PORT, STDOUT_PORT, mount_tag};
+use crate::qemu::{AGENT_PORT, MODULES_TAG, MSIZE, SHARE_TAG, STDERR_PORT, STDIN_PORT, STDOUT_PORT, mount_tag};
 
 /// Where the config directory appears in the guest.
 pub const GUEST_SHARE: &str = "/mnt/vmtest";
@@ -99,6 +99,9 @@ pub struct InitPlan {
     pub marker: String,
 }
 
+/// Where vmtest's init links the stdin port (or `/dev/null` if the guest
+/// has none) for the command to read.
+pub const STDIN_LINK: &str = "/run/vmtest/stdin";
 /// FIFO in the guest whose contents vmtest's init relays to the stdout port.
 pub const STDOUT_FIFO: &str = "/run/vmtest/stdout";
 /// FIFO in the guest whose contents vmtest's init relays to the stderr port.
@@ -242,7 +245,7 @@ pub fn modules_mounts(release: &str) -> Vec<MountStep> {
 /// very shell so `$$`, `exit` and signals are the command's own.
 pub fn relayed_command(workdir: &str, command: &str) -> String {
     format!(
-        "exec </dev/null >{STDOUT_FIFO} 2>{STDERR_FIFO}\n\
+        "exec <{STDIN_LINK} >{STDOUT_FIFO} 2>{STDERR_FIFO}\n\
          cd -- {} || exit 125\n\
          {command}",
         shell_quote(workdir)
@@ -351,14 +354,14 @@ pub fn init_script(plan: &InitPlan) -> String {
 /// signal, so the agent reports it as one).
 pub fn wrapper_script() -> String {
     format!(
-        r#"o= e=
+        r#"i=/dev/null o= e=
 for p in /sys/class/virtio-ports/*; do
   read -r n < "$p/name"
-  case $n in {STDOUT_PORT}) o=/dev/${{p##*/}} ;; {STDERR_PORT}) e=/dev/${{p##*/}} ;; esac
+  case $n in {STDIN_PORT}) i=/dev/${{p##*/}} ;; {STDOUT_PORT}) o=/dev/${{p##*/}} ;; {STDERR_PORT}) e=/dev/${{p##*/}} ;; esac
 done
 exec 3>"$o" 4>"$e" || exit 125
 cd -- "$1" 2>&4 || {{ printf 'vmtest: cannot enter %s in the guest\n' "$1" >&4; printf %s "$2" >&3; printf %s "$2" >&4; exit 125; }}
-( bash -c "$3" 2>&1 1>&5 5>&- 3>&- 4>&- </dev/null | cat >&4 3>&- 5>&-; exit "${{PIPESTATUS[0]}}" ) 5>&1 | cat >&3 4>&-
+( bash -c "$3" 2>&1 1>&5 5>&- 3>&- 4>&- <"$i" | cat >&4 3>&- 5>&-; exit "${{PIPESTATUS[0]}}" ) 5>&1 | cat >&3 4>&-
 rc=${{PIPESTATUS[0]}}
 printf %s "$2" >&3
 printf %s "$2" >&4

@@ -17,8 +17,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::guest::{InitPlan, NO_PORTS_NEEDS, OnFailure, STDERR_FIFO, STDOUT_FIFO, When, fatal_message};
-use crate::qemu::{AGENT_PORT, STDERR_PORT, STDOUT_PORT};
+use crate::guest::{InitPlan, NO_PORTS_NEEDS, OnFailure, STDERR_FIFO, STDIN_LINK, STDOUT_FIFO, When, fatal_message};
+use crate::qemu::{AGENT_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
 
 /// Flag words of mount options; everything else is filesystem data.
 const MOUNT_FLAGS: &[(&str, libc::c_ulong)] = &[
@@ -104,7 +104,8 @@ pub fn init(plan_path: PathBuf) -> i32 {
     // SAFETY: a valid buffer of the given length.
     unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) };
     stamp("mounted");
-    let Some(port) = wait_for_port(AGENT_PORT) else {
+    wait_for_ports(&[AGENT_PORT, STDIN_PORT, STDOUT_PORT, STDERR_PORT]);
+    let Some(port) = find_port(AGENT_PORT) else {
         eprintln!(
             "{}",
             fatal_message(&format!("no virtio console port named {AGENT_PORT}"), NO_PORTS_NEEDS)
@@ -139,10 +140,18 @@ pub fn init(plan_path: PathBuf) -> i32 {
     power_off();
 }
 
+/// Links [`STDIN_LINK`] to the stdin port, or to `/dev/null` when the
+/// guest has none.
+fn link_stdin() -> io::Result<()> {
+    let port = find_port(STDIN_PORT).unwrap_or_else(|| PathBuf::from("/dev/null"));
+    std::os::unix::fs::symlink(port, STDIN_LINK)
+}
+
 /// Creates the output FIFOs and a thread per FIFO that copies everything
 /// written to it into its port, then writes the marker.
 fn start_relays(marker: &str) -> io::Result<()> {
     fs::create_dir_all(Path::new(STDOUT_FIFO).parent().unwrap_or(Path::new("/run")))?;
+    link_stdin()?;
     for (fifo, port_name) in [(STDOUT_FIFO, STDOUT_PORT), (STDERR_FIFO, STDERR_PORT)] {
         let path = CString::new(fifo).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a valid NUL-terminated path.
@@ -253,16 +262,15 @@ fn loopback_up() -> io::Result<()> {
     }
 }
 
-/// The port with this name, waiting up to 2 s for the host to name the
-/// ports (it does so moments after the driver starts).
-fn wait_for_port(name: &str) -> Option<PathBuf> {
+/// Waits up to 2 s until the host has named these ports (it does so
+/// moments after the driver starts).
+fn wait_for_ports(names: &[&str]) {
     for _ in 0..200 {
-        if let Some(port) = find_port(name) {
-            return Some(port);
+        if names.iter().all(|name| find_port(name).is_some()) {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    None
 }
 
 /// The device node of the virtio-serial port with this name.

@@ -17,6 +17,7 @@ fn target(extra: &str) -> Target {
 fn paths() -> VmPaths {
     VmPaths {
         agent_socket: "/run/v/agent.sock".into(),
+        stdin_socket: "/run/v/stdin.sock".into(),
         stdout_socket: "/run/v/stdout.sock".into(),
         stderr_socket: "/run/v/stderr.sock".into(),
         console_log: "/run/v/console.log".into(),
@@ -142,6 +143,10 @@ const COMMON_TAIL: &[&str] = &[
     "socket,id=agent,path=/run/v/agent.sock,server=off",
     "-device",
     "virtserialport,bus=vser0.0,chardev=agent,name=org.qemu.guest_agent.0",
+    "-chardev",
+    "socket,id=stdin,path=/run/v/stdin.sock,server=off",
+    "-device",
+    "virtserialport,bus=vser0.0,chardev=stdin,name=org.vmtest.stdin",
     "-chardev",
     "socket,id=stdout,path=/run/v/stdout.sock,server=off",
     "-device",

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::guest_init::mount;
 use crate::initramfs::{MODULES_DIR, NEW_ROOT};
-use crate::qemu::{AGENT_PORT, STDERR_PORT, STDOUT_PORT};
+use crate::qemu::{AGENT_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
 
 /// Longest wait for the virtio console's port names.
 const PORT_WAIT: Duration = Duration::from_secs(2);
@@ -172,7 +172,7 @@ fn switch_root() -> io::Result<()> {
 /// host announces them after the driver loads, and both inits look them up
 /// by name as soon as they start.
 fn wait_for_ports() {
-    let wanted = [AGENT_PORT, STDOUT_PORT, STDERR_PORT];
+    let wanted = [AGENT_PORT, STDIN_PORT, STDOUT_PORT, STDERR_PORT];
     if mount("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec").is_err() {
         return;
     }

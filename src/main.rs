@@ -43,6 +43,7 @@ mod render;
 mod report;
 mod runner;
 mod shell;
+mod stdin;
 mod vm;
 
 use std::io;
@@ -148,7 +149,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
                 arch: args.arch.clone(),
                 kernel_args: args.kargs.clone(),
                 qemu_command: args.qemu_command.clone(),
-                command: args.command.join(" "),
+                command: cli::command_line(&std::env::args_os().collect::<Vec<_>>(), &args.command),
             };
             vec![config::one_liner(one, &cwd)?]
         }

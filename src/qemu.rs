@@ -11,6 +11,9 @@ use crate::config::{Mount, Target};
 
 /// Guest-side name of the guest agent's virtio-serial port.
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
+/// Name of the virtio-serial port the command's stdin comes from: vmtest's
+/// own stdin, or end-of-file at once.
+pub const STDIN_PORT: &str = "org.vmtest.stdin";
 /// Guest-side name of the port the command's stdout is relayed through.
 pub const STDOUT_PORT: &str = "org.vmtest.stdout";
 /// Guest-side name of the port the command's stderr is relayed through.
@@ -35,6 +38,7 @@ pub enum Accel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmPaths {
     pub agent_socket: PathBuf,
+    pub stdin_socket: PathBuf,
     pub stdout_socket: PathBuf,
     pub stderr_socket: PathBuf,
     pub console_log: PathBuf,
@@ -133,8 +137,9 @@ pub fn share_args(arch: &str, id: &str, tag: &str, host_path: &Path, writable: b
     ]
 }
 
-/// The virtio-serial controller and its three ports: the guest agent, and
-/// the command's stdout and stderr. QEMU connects to sockets vmtest listens on.
+/// The virtio-serial controller and its four ports: the guest agent, and
+/// the command's stdin, stdout and stderr. QEMU connects to sockets vmtest
+/// listens on.
 pub fn serial_ports_args(arch: &str, paths: &VmPaths) -> Vec<String> {
     let mut args = vec![
         "-device".into(),
@@ -142,6 +147,7 @@ pub fn serial_ports_args(arch: &str, paths: &VmPaths) -> Vec<String> {
     ];
     let ports = [
         ("agent", &paths.agent_socket, AGENT_PORT),
+        ("stdin", &paths.stdin_socket, STDIN_PORT),
         ("stdout", &paths.stdout_socket, STDOUT_PORT),
         ("stderr", &paths.stderr_socket, STDERR_PORT),
     ];
@@ -245,6 +251,7 @@ mod tests {
     fn paths() -> VmPaths {
         VmPaths {
             agent_socket: "/run/v/agent.sock".into(),
+            stdin_socket: "/run/v/stdin.sock".into(),
             stdout_socket: "/run/v/stdout.sock".into(),
             stderr_socket: "/run/v/stderr.sock".into(),
             console_log: "/run/v/console.log".into(),
@@ -305,6 +312,10 @@ mod tests {
             "socket,id=agent,path=/run/v/agent.sock,server=off",
             "-device",
             "virtserialport,bus=vser0.0,chardev=agent,name=org.qemu.guest_agent.0",
+            "-chardev",
+            "socket,id=stdin,path=/run/v/stdin.sock,server=off",
+            "-device",
+            "virtserialport,bus=vser0.0,chardev=stdin,name=org.vmtest.stdin",
             "-chardev",
             "socket,id=stdout,path=/run/v/stdout.sock,server=off",
             "-device",

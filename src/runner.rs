@@ -28,6 +28,7 @@ use crate::qemu::Accel;
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::{Phase, Reporter};
 use crate::shell;
+use crate::stdin;
 use crate::vm::{QemuCrashed, Vm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
@@ -105,6 +106,8 @@ struct Sink<'a> {
     reporter: &'a mut Reporter,
     stdout: Captured,
     stderr: Captured,
+    /// vmtest's stdin goes to the command (see `stdin.rs`).
+    forward_stdin: bool,
 }
 
 impl Sink<'_> {
@@ -121,6 +124,11 @@ impl Sink<'_> {
 pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult> {
     let mut accels = AccelCache::new();
     let mut results = Vec::with_capacity(targets.len());
+    let interactive = targets.iter().any(|t| shell::wants_shell(&t.command));
+    let forward_stdin = stdin::should_forward(targets.len(), interactive);
+    if let Some(warning) = stdin::unread_warning(targets.len()) {
+        reporter.warning(&warning);
+    }
     for target in targets {
         reporter.target_started(target);
         let started = Instant::now();
@@ -131,6 +139,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             reporter,
             stdout: Captured::default(),
             stderr: Captured::default(),
+            forward_stdin,
         };
         let outcome = run_target(target, &mut sink, &mut accels, &mut phases);
         let outcome = outcome.unwrap_or_else(|e| match interrupt::received() {
@@ -342,6 +351,7 @@ fn drive_vm(
         .context("starting the command in the guest")?;
     phases.setup = setup_started.elapsed();
     sink.reporter.phase(Phase::Running);
+    let _stdin = stdin::feed(channels.stdin, sink.forward_stdin);
 
     let command_started = Instant::now();
     // An interactive shell takes over the terminal until the command ends.

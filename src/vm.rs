@@ -50,6 +50,7 @@ impl std::error::Error for QemuCrashed {}
 /// The sockets of a running VM, one per virtio-serial port.
 pub struct Channels {
     pub agent: UnixStream,
+    pub stdin: UnixStream,
     pub stdout: UnixStream,
     pub stderr: UnixStream,
     /// The interactive shell's console, when one was asked for.
@@ -106,6 +107,7 @@ impl VmDir {
         let p = self.dir.path();
         VmPaths {
             agent_socket: p.join("agent.sock"),
+            stdin_socket: p.join("stdin.sock"),
             stdout_socket: p.join("stdout.sock"),
             stderr_socket: p.join("stderr.sock"),
             console_log: self.console_log.clone().unwrap_or_else(|| p.join("console.log")),
@@ -128,6 +130,20 @@ pub struct Vm {
     _dir: VmDir,
 }
 
+/// The error for a guest kernel panic, with what the panic says about a
+/// missing kernel option when it is the usual one.
+fn panic_message(lines: &str) -> String {
+    let mut message = format!("the guest kernel panicked:\n{}", indent(lines));
+    if lines.contains("Unable to mount root fs") {
+        message.push_str(
+            "\nthe kernel could not mount vmtest's 9p root: it needs CONFIG_VIRTIO_PCI, CONFIG_NET_9P, \
+             CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS, built in or as modules vmtest can find \
+             (tests/assets/minimal.config lists all it needs)",
+        );
+    }
+    message
+}
+
 impl Vm {
     /// Starts `qemu args...` wired to the sockets of `dir` (and the shell's,
     /// if `shell`), and waits until QEMU has connected to all of them.
@@ -137,10 +153,15 @@ impl Vm {
             true => Some(UnixListener::bind(dir.shell_socket()).context("listening on the shell's socket")?),
             false => None,
         };
-        let listeners = [&paths.agent_socket, &paths.stdout_socket, &paths.stderr_socket]
-            .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
-        let [agent, stdout, stderr] = listeners;
-        let (agent, stdout, stderr) = (agent?, stdout?, stderr?);
+        let listeners = [
+            &paths.agent_socket,
+            &paths.stdin_socket,
+            &paths.stdout_socket,
+            &paths.stderr_socket,
+        ]
+        .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
+        let [agent, stdin, stdout, stderr] = listeners;
+        let (agent, stdin, stdout, stderr) = (agent?, stdin?, stdout?, stderr?);
         let stderr_log = dir.path().join("qemu.stderr");
         let stderr_file = fs::File::create(&stderr_log).context("creating QEMU's stderr log")?;
         log::debug!("spawning {} {}", qemu.display(), shell_words(args));
@@ -181,6 +202,7 @@ impl Vm {
         };
         vm.channels = Some(Channels {
             agent: vm.accept(&agent, deadline)?,
+            stdin: vm.accept(&stdin, deadline)?,
             stdout: vm.accept(&stdout, deadline)?,
             stderr: vm.accept(&stderr, deadline)?,
             shell,
@@ -239,14 +261,14 @@ impl Vm {
         if self.console.poll().is_some_and(|seen| seen.elapsed() >= PANIC_GRACE) {
             self.shutdown();
             let lines = console::panic_lines(self.console.path()).unwrap_or_default();
-            bail!("the guest kernel panicked:\n{}", indent(&lines));
+            bail!("{}", panic_message(&lines));
         }
         Ok(())
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
         if let Some(lines) = console::panic_lines(&self.paths.console_log) {
-            return format!("the guest kernel panicked:\n{}", indent(&lines));
+            return panic_message(&lines);
         }
         let stderr = fs::read_to_string(&self.stderr_log).unwrap_or_default();
         let stderr = stderr.trim();

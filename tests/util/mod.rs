@@ -480,3 +480,26 @@ pub fn sha256(path: &Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// `path` when it exists; otherwise `None` outside CI (with a message) and a
+/// failed test in CI. `what` names the asset and the script that builds it.
+pub fn require_asset(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "{what} not found at {}: build it with tests/assets/build.sh",
+        path.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED (not in CI): {message}");
+    None
+}
+
+/// The first line of a file in the asset directory, trimmed.
+pub fn asset_text(relative: &str) -> Option<String> {
+    let path = require_asset(assets_dir().join(relative), relative)?;
+    Some(std::fs::read_to_string(path).ok()?.trim().to_string())
+}

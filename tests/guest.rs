@@ -1,0 +1,185 @@
+//! What a kernel target's guest looks like to a test suite, on real QEMU
+//! with the test kernel: loopback, hostname, kernel filesystems, stdin and
+//! an exact argv (docs/guest.md).
+
+mod util;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{Project, test_kernel};
+
+#[test]
+fn the_guest_has_loopback_a_hostname_and_the_kernel_filesystems() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    // A server and a client on 127.0.0.1 and ::1, as networked test suites do.
+    let script = r#"
+import socket
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    server = socket.socket(family)
+    server.bind((host, 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname()[:2])
+    conn, _ = server.accept()
+    client.sendall(b"ping")
+    print(host, conn.recv(4).decode())
+"#;
+    let command = format!(
+        "python3 -c '{script}' && hostname && \
+         for m in /sys/kernel/debug /sys/kernel/tracing /sys/fs/cgroup /sys/fs/bpf /sys/kernel/security \
+         /sys/kernel/config /dev/mqueue /dev/pts /dev/shm; do \
+         awk -v m=$m '$2 == m {{ print $2, $3 }}' /proc/mounts; done"
+    );
+    let out = project.run(project.vmtest().arg("-k").arg(&kernel).arg(command));
+    out.assert_code(0);
+    assert_eq!(
+        out.command_stdout(),
+        "127.0.0.1 ping\n::1 ping\nvmtest\n/sys/kernel/debug debugfs\n/sys/kernel/tracing tracefs\n\
+         /sys/fs/cgroup cgroup2\n/sys/fs/bpf bpf\n/sys/kernel/security securityfs\n\
+         /sys/kernel/config configfs\n/dev/mqueue mqueue\n/dev/pts devpts\n/dev/shm tmpfs\n",
+        "{out}"
+    );
+}
+
+/// Runs `vmtest ARGS` with `input` on its stdin (written by a thread, so a
+/// command that never reads it cannot block the test).
+fn run_with_stdin(project: &Project, cmd: &mut Command, input: Vec<u8>) -> util::Outcome {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("starting vmtest");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("waiting for vmtest");
+    let _ = writer.join();
+    let outcome = util::Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    project.assert_nothing_left(&outcome);
+    outcome
+}
+
+#[test]
+fn stdin_reaches_the_command_unchanged_then_end_of_file() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    // 8 MiB of every byte value, so nothing may be translated or dropped.
+    let input: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let expected = {
+        let mut child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let out = run_with_stdin(
+        &project,
+        project.vmtest().arg("-k").arg(&kernel).arg("sha256sum"),
+        input,
+    );
+    out.assert_code(0);
+    assert_eq!(out.command_stdout(), expected, "{out}");
+
+    let out = run_with_stdin(
+        &project,
+        project.vmtest().arg("-k").arg(&kernel).arg("tac"),
+        b"a\nb\n".to_vec(),
+    );
+    out.assert_code(0);
+    assert_eq!(out.command_stdout(), "b\na\n", "{out}");
+}
+
+#[test]
+fn a_command_that_never_reads_stdin_still_ends() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    // An endless producer: vmtest must not wait for its end.
+    let mut cmd = project.vmtest();
+    cmd.arg("-k").arg(&kernel).arg("echo done");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producing = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'y'; 64 * 1024];
+        while !producing.load(std::sync::atomic::Ordering::Relaxed) {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    let out = util::Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    };
+    project.assert_nothing_left(&out);
+    out.assert_code(0);
+    assert_eq!(out.command_stdout(), "done\n", "{out}");
+    assert!(out.elapsed < Duration::from_secs(300), "{out}");
+}
+
+#[test]
+fn several_targets_read_end_of_file_and_vmtest_says_why() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let config = [
+        util::kernel_target("one", &kernel, "wc -c", ""),
+        util::kernel_target("two", &kernel, "wc -c", ""),
+    ]
+    .concat();
+    project.write("vmtest.toml", &config);
+    let out = run_with_stdin(&project, &mut project.vmtest(), b"unread\n".to_vec());
+    out.assert_code(0)
+        .assert_stderr_contains("stdin is given to a command only when one target runs");
+    assert_eq!(out.command_stdout(), "0\n0\n", "{out}");
+}
+
+#[test]
+fn words_after_a_double_dash_are_the_exact_argv() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let out = project.run(project.vmtest().arg("-k").arg(&kernel).args([
+        "--",
+        "printf",
+        "[%s]\\n",
+        "two words",
+        "it's",
+        "\"q\"",
+        "$HOME",
+        "*",
+        "",
+    ]));
+    out.assert_code(0);
+    assert_eq!(
+        out.command_stdout(),
+        "[two words]\n[it's]\n[\"q\"]\n[$HOME]\n[*]\n[]\n",
+        "{out}"
+    );
+    // Without `--` the words still form a shell command.
+    let out = project.run(
+        project
+            .vmtest()
+            .arg("-k")
+            .arg(&kernel)
+            .args(["echo", "a", "|", "tr", "a", "b"]),
+    );
+    out.assert_code(0);
+    assert_eq!(out.command_stdout(), "b\n", "{out}");
+}
