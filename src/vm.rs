@@ -133,6 +133,11 @@ pub struct Vm {
 /// The error for a guest kernel panic, with what the panic says about a
 /// missing kernel option when it is the usual one.
 fn panic_message(lines: &str) -> String {
+    // vmtest's init exits (so the kernel panics) when the guest lacks
+    // something it needs, saying what first.
+    if let Some(fatal) = lines.lines().find_map(|l| l.split_once("vmtest init: fatal: ")) {
+        return format!("the guest's init stopped: {}\n{}", fatal.1.trim(), indent(lines));
+    }
     let mut message = format!("the guest kernel panicked:\n{}", indent(lines));
     if lines.contains("Unable to mount root fs") {
         message.push_str(

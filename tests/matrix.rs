@@ -193,7 +193,7 @@ fn a_kernel_without_the_virtio_console_fails_at_once_naming_the_option() {
         "true",
     ]));
     out.assert_code(69)
-        .assert_stdout_contains("no virtio console port")
+        .assert_stdout_contains("error: the guest's init stopped: no virtio console port")
         .assert_stdout_contains("the kernel needs CONFIG_VIRTIO_CONSOLE");
     // Within moments of init, not at the 180 s boot timeout.
     assert!(out.elapsed < Duration::from_secs(90), "{out}");
