@@ -99,8 +99,9 @@ impl Agent {
         self.stream
             .write_all(&line)
             .with_context(|| format!("sending {} to the guest agent", C::NAME))?;
+        // Ctrl-C ends the wait within one read slice.
         let reply = self
-            .read_line(deadline, &mut || Ok(()))
+            .read_line(deadline, &mut crate::interrupt::check)
             .map_err(|e| anyhow!("waiting for the reply to {}: {e}", C::NAME))?;
         log::debug!("agent -> {}", String::from_utf8_lossy(&reply).trim_end());
         let reply: Value = serde_json::from_slice(&reply)

@@ -350,8 +350,10 @@ pub fn init_script(plan: &InitPlan) -> String {
 
 /// The wrapper script run with `bash -c WRAPPER vmtest WORKDIR MARKER
 /// COMMAND`. It runs COMMAND in its own `bash -c`, so `$$` and `exit` belong to
-/// the command, and leaves with the command's status (re-raising a fatal
-/// signal, so the agent reports it as one).
+/// the command, with its output through two `cat` relays into the ports, and
+/// leaves with the command's status (re-raising a fatal signal, so the agent
+/// reports it as one) once the relays are done, or 2 s after the command
+/// exited if a background process keeps its output open.
 pub fn wrapper_script() -> String {
     format!(
         r#"i=/dev/null o= e=
@@ -361,8 +363,20 @@ for p in /sys/class/virtio-ports/*; do
 done
 exec 3>"$o" 4>"$e" || exit 125
 cd -- "$1" 2>&4 || {{ printf 'vmtest: cannot enter %s in the guest\n' "$1" >&4; printf %s "$2" >&3; printf %s "$2" >&4; exit 125; }}
-( bash -c "$3" 2>&1 1>&5 5>&- 3>&- 4>&- <"$i" | cat >&4 3>&- 5>&-; exit "${{PIPESTATUS[0]}}" ) 5>&1 | cat >&3 4>&-
-rc=${{PIPESTATUS[0]}}
+exec 5> >(exec cat >&3 4>&-)
+p5=$!
+exec 6> >(exec cat >&4 3>&-)
+p6=$!
+bash -c "$3" <"$i" >&5 2>&6 3>&- 4>&- 5>&- 6>&-
+rc=$?
+exec 5>&- 6>&-
+# The relays end when the command's output closes; a background process it
+# left may hold that open: wait at most 2 s (read -t on a pipe as a sleep).
+exec 7<> <(:)
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+  {{ kill -0 "$p5" || kill -0 "$p6"; }} 2>/dev/null || break
+  read -r -t 0.1 -u 7
+done
 printf %s "$2" >&3
 printf %s "$2" >&4
 case $((rc - 128)) in 1|2|3|4|6|7|8|9|10|11|12|13|14|15|16|24|25|26|27|29|30|31) exec 3>&- 4>&-; trap - "$((rc - 128))"; kill -"$((rc - 128))" $$ ;; esac

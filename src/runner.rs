@@ -41,6 +41,12 @@ const AGENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Longest a wait goes without checking QEMU and Ctrl-C.
 const WAKE_UP: Duration = Duration::from_millis(100);
+/// After the command has exited, how long its output may stay quiet before
+/// vmtest stops waiting for the end markers: a background process the
+/// command left running can hold the output open (it is stopped with the VM).
+const EXIT_QUIET: Duration = Duration::from_secs(2);
+/// And how long such output is read at most after the exit.
+const EXIT_DRAIN: Duration = Duration::from_secs(10);
 
 /// How a target ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,25 +375,46 @@ fn drive_vm(
         None => None,
     };
     let command_deadline = target.timeout.map(|t| command_started + Duration::from_secs(t));
+    let timed_out = |phases: &mut Phases| {
+        phases.command = command_started.elapsed();
+        Ok(Outcome::TimedOut {
+            secs: target.timeout.unwrap_or_default(),
+        })
+    };
+    // An agent request never outlasts the command's deadline.
+    let request_deadline = || {
+        let limit = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        command_deadline.map_or(limit, |d| d.min(limit))
+    };
+    let past_deadline = || command_deadline.is_some_and(|d| Instant::now() >= d);
+    // Output ends at both end markers (or when the ports close). The exit
+    // status, polled once a second, only bounds the wait for them.
     let mut open = 2;
     let mut next_poll = Instant::now() + STATUS_POLL;
-    let mut early_status = None;
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut last_output = Instant::now();
     while open > 0 {
         interrupt::check()?;
         sink.reporter.tick();
         let now = Instant::now();
+        if past_deadline() {
+            return timed_out(phases);
+        }
+        if let Some((_, at)) = exited
+            && (now - last_output.max(at) >= EXIT_QUIET || now - at >= EXIT_DRAIN)
+        {
+            log::debug!("target '{}': output still open after the command exited", target.name);
+            break;
+        }
         let mut wait = next_poll.saturating_duration_since(now).min(WAKE_UP);
         if let Some(deadline) = command_deadline {
-            if now >= deadline {
-                phases.command = command_started.elapsed();
-                return Ok(Outcome::TimedOut {
-                    secs: target.timeout.unwrap_or_default(),
-                });
-            }
-            wait = wait.min(deadline - now);
+            wait = wait.min(deadline.saturating_duration_since(now));
         }
         match rx.recv_timeout(wait) {
-            Ok(RelayEvent::Data(stream, bytes)) => sink.output(stream, &bytes),
+            Ok(RelayEvent::Data(stream, bytes)) => {
+                last_output = Instant::now();
+                sink.output(stream, &bytes);
+            }
             Ok(RelayEvent::End(_)) => open -= 1,
             Ok(RelayEvent::Broken(_)) => {
                 vm.check_alive()?;
@@ -395,39 +422,28 @@ fn drive_vm(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 vm.check_alive()?;
-                if Instant::now() >= next_poll {
+                if exited.is_none() && Instant::now() >= next_poll {
                     next_poll = Instant::now() + STATUS_POLL;
-                    // The wrapper died before writing its markers: stop
-                    // waiting for them once the command is known to be over.
-                    if let Some(status) = agent.status(pid, Instant::now() + AGENT_REQUEST_TIMEOUT)? {
-                        early_status = Some(status);
-                        break;
+                    match agent.status(pid, request_deadline()) {
+                        Ok(Some(status)) => exited = Some((status, Instant::now())),
+                        Ok(None) => {}
+                        Err(_) if past_deadline() => return timed_out(phases),
+                        Err(e) => return Err(e),
                     }
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = match early_status {
-        Some(status) => status,
+    let status = match exited {
+        Some((status, _)) => status,
         None => match wait_status(&mut agent, pid, vm, command_deadline)? {
             Some(status) => status,
-            None => {
-                phases.command = command_started.elapsed();
-                return Ok(Outcome::TimedOut {
-                    secs: target.timeout.unwrap_or_default(),
-                });
-            }
+            None => return timed_out(phases),
         },
     };
     phases.command = command_started.elapsed();
     log::debug!("target '{}': phases {phases:?}", target.name);
-    // Output that raced the status (only when the markers never came).
-    while let Ok(event) = rx.try_recv() {
-        if let RelayEvent::Data(stream, bytes) = event {
-            sink.output(stream, &bytes);
-        }
-    }
     vm.shutdown();
     for relay in relays {
         let _ = relay.join();
@@ -461,9 +477,14 @@ impl Drop for ShellSession {
 /// run on. `None` if the command deadline passes first.
 fn wait_status(agent: &mut Agent, pid: i64, vm: &mut Vm, deadline: Option<Instant>) -> Result<Option<ExitStatus>> {
     let mut pause = Duration::from_millis(1);
+    let past = || deadline.is_some_and(|d| Instant::now() >= d);
     loop {
-        if let Some(status) = agent.status(pid, Instant::now() + AGENT_REQUEST_TIMEOUT)? {
-            return Ok(Some(status));
+        let limit = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        match agent.status(pid, deadline.map_or(limit, |d| d.min(limit))) {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) => {}
+            Err(_) if past() => return Ok(None),
+            Err(e) => return Err(e),
         }
         vm.check_alive()?;
         interrupt::check()?;

@@ -183,3 +183,51 @@ fn words_after_a_double_dash_are_the_exact_argv() {
     out.assert_code(0);
     assert_eq!(out.command_stdout(), "b\n", "{out}");
 }
+
+/// A command that leaves a background process holding its output ends like
+/// any other, with the vmtest init's relays and with the shell wrapper.
+#[test]
+fn a_background_process_does_not_hold_the_command_open() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    for shell_init in ["0", "1"] {
+        let out = project.run(
+            project
+                .vmtest()
+                .env("VMTEST_SHELL_INIT", shell_init)
+                .arg("-k")
+                .arg(&kernel)
+                .args(["--timeout", "120", "sleep 600 & echo started; exit 3"]),
+        );
+        out.assert_code(3);
+        assert_eq!(
+            out.command_stdout(),
+            "started\n",
+            "VMTEST_SHELL_INIT={shell_init}\n{out}"
+        );
+    }
+}
+
+/// The last bytes of a long output arrive before the verdict, however the
+/// exit status and the end markers race.
+#[test]
+fn the_whole_output_arrives_before_the_verdict() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    for shell_init in ["0", "1"] {
+        let out = project.run(
+            project
+                .vmtest()
+                .env("VMTEST_SHELL_INIT", shell_init)
+                .arg("-k")
+                .arg(&kernel)
+                .arg("seq 1 200000; seq 1 50000 >&2"),
+        );
+        out.assert_code(0);
+        let stdout = out.command_stdout();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 200_000, "VMTEST_SHELL_INIT={shell_init}");
+        assert_eq!(lines.last(), Some(&"200000"));
+        assert!(out.stderr.ends_with("49999\n50000\n"), "VMTEST_SHELL_INIT={shell_init}");
+    }
+}
