@@ -16,7 +16,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-kernel="${1:-$(ls -v /boot/vmlinuz-*-amd64 2>/dev/null | grep -v -- -cloud- | tail -n1 || true)}"
+newest_generic() {
+    local found="" candidate
+    for candidate in /boot/vmlinuz-*-amd64; do
+        case "$candidate" in *-cloud-*) continue ;; esac
+        [ -f "$candidate" ] && found="$candidate"
+    done
+    echo "$found"
+}
+kernel="${1:-$(newest_generic)}"
 runs="${2:-9}"
 [ -f "$kernel" ] || { echo "no kernel at '$kernel': apt install linux-image-amd64" >&2; exit 1; }
 busybox="$(command -v busybox || true)"

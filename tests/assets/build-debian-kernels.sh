@@ -52,7 +52,7 @@ if [ "$(cat "$out/amd64.release" 2>/dev/null)" != "$amd64" ]; then
     for module in virtio_pci virtio_console 9pnet_virtio 9p dummy; do
         modprobe --show-depends -S "$amd64" "$module" | awk '$1 == "insmod" { print $2 }'
     done | sort -u | while read -r ko; do
-        rel="${ko#/lib/modules/$amd64/}"
+        rel="${ko#/lib/modules/"$amd64"/}"
         mkdir -p "$tree/$(dirname "$rel")"
         xz --check=crc32 -c "$ko" > "$tree/$rel.xz"
     done

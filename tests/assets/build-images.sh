@@ -57,6 +57,8 @@ HOOK
         excludes+=("--dpkgopt=path-exclude=$path/*")
     done
     # As root mmdebstrap uses chroot; as a user, a user namespace (unshare).
+    # The hooks' $1 (the rootfs) is mmdebstrap's to expand.
+    # shellcheck disable=SC2016
     mmdebstrap --variant=minbase \
         --include=systemd,systemd-sysv,udev,dbus,kmod,qemu-guest-agent,linux-image-amd64,initramfs-tools,e2fsprogs \
         "${excludes[@]}" \

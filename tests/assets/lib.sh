@@ -60,7 +60,9 @@ apt_install() {
 # The cache key of an asset: a hash of the files that define it, and of the
 # text of `key_functions` (functions of this file that shape it).
 asset_key() {
-    { cat "$@"; [ -z "${key_functions:-}" ] || declare -f $key_functions; } | sha256sum | cut -c1-16
+    local functions=()
+    read -ra functions <<< "${key_functions:-}"
+    { cat "$@"; [ ${#functions[@]} -eq 0 ] || declare -f "${functions[@]}"; } | sha256sum | cut -c1-16
 }
 
 # build_kernel VERSION ARCH CROSS IMAGE DEST FRAGMENT...
