@@ -123,8 +123,16 @@ pub fn relay(socket: UnixStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
             },
         ];
         let mut buf = [0u8; 4096];
+        // Keys typed before the guest's shell holds its console open would
+        // be dropped there: keep them in the terminal until the shell first
+        // prints something (its prompt).
+        let stdin_fd = fds[0].fd;
+        let mut shell_ready = false;
+        let mut stdin_open = true;
         while !stop.load(Ordering::Relaxed) {
-            // SAFETY: poll on two valid descriptors we own or borrow.
+            fds[0].fd = if shell_ready && stdin_open { stdin_fd } else { -1 };
+            // SAFETY: poll on two valid descriptors we own or borrow (a
+            // negative one is skipped).
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
             if ready <= 0 {
                 continue;
@@ -133,12 +141,13 @@ pub fn relay(socket: UnixStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
                 // SAFETY: read into our buffer from stdin.
                 let n = unsafe { libc::read(fds[0].fd, buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 || socket_out.write_all(&buf[..n as usize]).is_err() {
-                    fds[0].fd = -1;
+                    stdin_open = false;
                 }
             }
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 match socket_in.read(&mut buf) {
                     Ok(n) if n > 0 => {
+                        shell_ready = true;
                         let mut out = io::stdout().lock();
                         let _ = out.write_all(&buf[..n]);
                         let _ = out.flush();

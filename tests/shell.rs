@@ -26,8 +26,11 @@ fn a_shell_runs_commands_and_exit_powers_off() {
         .arg("-k")
         .arg(&kernel)
         .arg("-");
-    // Generous: a TCG boot on a busy machine.
-    let mut session = rexpect::session::spawn_command(cmd, Some(180_000)).expect("starting vmtest in a pty");
+    // Generous: a TCG boot on a busy machine, then a login shell reading
+    // its profile over 9p (over 30 s here on a loaded machine).
+    let mut session = rexpect::session::spawn_command(cmd, Some(600_000)).expect("starting vmtest in a pty");
+    // Typed at once, while the VM still boots, on purpose: typeahead must
+    // wait for the guest's shell, not vanish.
     session.send_line("echo sum=$((6*7)) release=$(uname -r)").unwrap();
     expect_output(&mut session, &format!("sum=42 release={release}"));
     session
