@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::log_path::LogPath;
+
 /// Default number of virtual CPUs.
 pub const DEFAULT_NUM_CPUS: u32 = 2;
 /// Default guest memory, in QEMU `-m` syntax.
@@ -44,8 +46,8 @@ pub struct Target {
     pub timeout: Option<u64>,
     /// Seconds until the guest agent must answer; a default applies if unset.
     pub boot_timeout: Option<u64>,
-    /// Where the guest's serial console is written.
-    pub console_log: PathBuf,
+    /// Where the guest's serial console is kept.
+    pub console_log: LogPath,
     /// Kernel targets: the kernel's modules directory, if not in the rootfs.
     pub modules: Option<PathBuf>,
 }
@@ -173,6 +175,15 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Vec<Target>> {
                 target.name
             );
         }
+        if let Some(other) = targets.iter().find(|t| t.console_log == target.console_log) {
+            bail!(
+                "{}: targets '{}' and '{}' would share the console log {}; rename one",
+                file.display(),
+                other.name,
+                target.name,
+                target.console_log.path().display()
+            );
+        }
         targets.push(target);
     }
     Ok(targets)
@@ -271,7 +282,7 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
         return Err(ctx("boot_timeout", "must be at least 1 second".into()));
     }
     Ok(Target {
-        console_log: console_log_path(base_dir, &name),
+        console_log: LogPath::in_share(base_dir, &name),
         modules: raw.modules.map(|m| resolve(base_dir, &m)),
         qemu_command: match raw.qemu_command {
             // A path (not a bare name looked up on PATH) is relative to the file.
@@ -348,35 +359,6 @@ pub fn host_arch() -> &'static str {
     std::env::consts::ARCH
 }
 
-/// Directory, below a log root, holding each target's logs.
-pub const LOG_DIR: &str = ".vmtest";
-
-/// The default console log of target `name`: `<base>/.vmtest/<name>/console.log`.
-pub fn console_log_path(base: &Path, name: &str) -> PathBuf {
-    console_log_in(&base.join(LOG_DIR), name)
-}
-
-/// The console log of target `name` below `log_dir`: `<log_dir>/<name>/console.log`,
-/// with characters that do not belong in a file name replaced.
-pub fn console_log_in(log_dir: &Path, name: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let safe = if safe.starts_with('.') {
-        format!("_{safe}")
-    } else {
-        safe
-    };
-    log_dir.join(safe).join("console.log")
-}
-
 /// Joins a relative path onto `base`; absolute paths stay as they are.
 pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -417,7 +399,7 @@ pub fn one_liner(args: OneLiner, cwd: &Path) -> Result<Target> {
         |n| n.to_string_lossy().into_owned(),
     );
     Ok(Target {
-        console_log: console_log_path(cwd, &name),
+        console_log: LogPath::in_share(cwd, &name),
         modules: args.modules.map(|m| resolve(cwd, &m)),
         name,
         kind: Kind::Kernel {

@@ -74,7 +74,7 @@ mounts = { "/mnt/data" = { host_path = "data", writable = true }, "/opt/ro" = { 
     );
     assert_eq!(t.share_dir, Path::new("/proj"));
     assert_eq!(t.workdir, Path::new("/proj"));
-    assert_eq!(t.console_log, Path::new("/proj/.vmtest/k/console.log"));
+    assert_eq!(t.console_log.path(), Path::new("/proj/.vmtest/k/console.log"));
     assert_eq!(t.modules.as_deref(), Some(Path::new("/proj/mods")));
 }
 
@@ -269,13 +269,20 @@ fn sizes() {
 }
 
 #[test]
-fn console_log_names_are_safe() {
-    assert_eq!(
-        console_log_path(Path::new("/p"), "arm64/6.1 x"),
-        Path::new("/p/.vmtest/arm64_6.1_x/console.log")
+fn console_logs_are_one_per_target() {
+    let targets = parse_ok(
+        "[[target]]\nname = \"a/b\"\nkernel = \"/k\"\ncommand = \"x\"\n\
+         [[target]]\nname = \"a b\"\nkernel = \"/k\"\ncommand = \"x\"\n\
+         [[target]]\nname = \"a_b\"\nkernel = \"/k\"\ncommand = \"x\"\n",
     );
-    assert_eq!(
-        console_log_path(Path::new("/p"), ".."),
-        Path::new("/p/.vmtest/_../console.log")
+    let logs: Vec<PathBuf> = targets.iter().map(|t| t.console_log.path()).collect();
+    assert_eq!(logs[2], Path::new("/proj/.vmtest/a_b/console.log"));
+    assert_ne!(logs[0], logs[1]);
+    assert_ne!(logs[0], logs[2]);
+    assert_ne!(logs[1], logs[2]);
+    assert!(
+        logs[0].to_string_lossy().starts_with("/proj/.vmtest/a_b+"),
+        "{}",
+        logs[0].display()
     );
 }

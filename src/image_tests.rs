@@ -19,7 +19,7 @@ fn paths() -> VmPaths {
         agent_socket: "/run/v/agent.sock".into(),
         stdout_socket: "/run/v/stdout.sock".into(),
         stderr_socket: "/run/v/stderr.sock".into(),
-        console_log: "/run/v/console.log".into(),
+        console_socket: "/run/v/console.sock".into(),
     }
 }
 
@@ -133,7 +133,7 @@ fn missing_ovmf_lists_every_path_and_the_packages() {
 
 const COMMON_TAIL: &[&str] = &[
     "-chardev",
-    "file,id=console,path=/run/v/console.log",
+    "socket,id=console,path=/run/v/console.sock,server=off",
     "-serial",
     "chardev:console",
     "-device",

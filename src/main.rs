@@ -34,6 +34,7 @@ mod kernel_release;
 mod kvm;
 mod launch;
 mod listing;
+mod log_path;
 mod modules;
 mod partition;
 mod publish;
@@ -42,6 +43,7 @@ mod relay;
 mod render;
 mod report;
 mod runner;
+mod safe_fs;
 mod shell;
 mod vm;
 
@@ -184,7 +186,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
     if let Some(dir) = &args.log_dir {
         let dir = config::resolve(&cwd, dir);
         for target in &mut targets {
-            target.console_log = config::console_log_in(&dir, &target.name);
+            target.console_log = log_path::LogPath::in_dir(&dir, &target.name);
         }
     }
     if let Some(timeout) = args.timeout {

@@ -37,7 +37,8 @@ pub struct VmPaths {
     pub agent_socket: PathBuf,
     pub stdout_socket: PathBuf,
     pub stderr_socket: PathBuf,
-    pub console_log: PathBuf,
+    /// The serial console's socket (vmtest writes the log, not QEMU).
+    pub console_socket: PathBuf,
 }
 
 /// The 9p mount tag of the `index`-th extra mount.
@@ -157,11 +158,14 @@ pub fn serial_ports_args(arch: &str, paths: &VmPaths) -> Vec<String> {
     args
 }
 
-/// The guest's first serial port, written to a log file.
-pub fn console_args(console_log: &Path) -> Vec<String> {
+/// The guest's first serial port, connected to vmtest's console socket.
+pub fn console_args(socket: &Path) -> Vec<String> {
     vec![
         "-chardev".into(),
-        format!("file,id=console,path={}", escape_opt(&console_log.to_string_lossy())),
+        format!(
+            "socket,id=console,path={},server=off",
+            escape_opt(&socket.to_string_lossy())
+        ),
         "-serial".into(),
         "chardev:console".into(),
     ]
@@ -197,7 +201,7 @@ pub fn kernel_argv(
         args.extend(["-initrd".into(), initrd.to_string_lossy().into_owned()]);
     }
     args.extend(["-append".into(), cmdline.to_string()]);
-    args.extend(console_args(&paths.console_log));
+    args.extend(console_args(&paths.console_socket));
     args.extend(serial_ports_args(arch, paths));
     args.extend(share_args(arch, "root", ROOT_TAG, rootfs, true));
     args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
@@ -247,7 +251,7 @@ mod tests {
             agent_socket: "/run/v/agent.sock".into(),
             stdout_socket: "/run/v/stdout.sock".into(),
             stderr_socket: "/run/v/stderr.sock".into(),
-            console_log: "/run/v/console.log".into(),
+            console_socket: "/run/v/console.sock".into(),
         }
     }
 
@@ -296,7 +300,7 @@ mod tests {
             "-append",
             "CMDLINE",
             "-chardev",
-            "file,id=console,path=/run/v/console.log",
+            "socket,id=console,path=/run/v/console.sock,server=off",
             "-serial",
             "chardev:console",
             "-device",

@@ -126,7 +126,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
         let started = Instant::now();
         let mut phases = Phases::default();
         // A log from an earlier run would mislead if this one never boots.
-        let _ = std::fs::remove_file(&target.console_log);
+        let _ = target.console_log.remove();
         let mut sink = Sink {
             reporter,
             stdout: Captured::default(),
@@ -145,7 +145,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             outcome,
             phases,
             total: started.elapsed(),
-            console_log: Some(target.console_log.clone()).filter(|p| p.exists()),
+            console_log: target.console_log.kept(),
             stdout: sink.stdout,
             stderr: sink.stderr,
         };

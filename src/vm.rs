@@ -1,8 +1,9 @@
 //! One running QEMU and everything it owns.
 //!
-//! [`Vm`] creates the private (0700) directory that holds the sockets, the
-//! console log and the generated init, listens on the sockets, spawns QEMU
-//! with an argv from `qemu.rs`, and accepts QEMU's connections. Its `Drop`
+//! [`Vm`] creates the private (0700) directory that holds the sockets and
+//! the generated init, listens on the sockets, spawns QEMU with an argv from
+//! `qemu.rs`, and accepts QEMU's connections; the serial console's socket
+//! goes to a [`Console`] thread, which writes the kept log. Its `Drop`
 //! kills and reaps QEMU and removes the directory, so nothing outlives it
 //! whatever path the run took; QEMU is also told to die with vmtest
 //! (`PR_SET_PDEATHSIG`) in case vmtest itself is killed. It knows nothing of
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::console::{self, ConsoleWatch};
+use crate::console::Console;
+use crate::log_path::LogPath;
 use crate::qemu::VmPaths;
 
 /// How long QEMU gets to connect to vmtest's sockets after it starts.
@@ -30,6 +32,8 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 const CONSOLE_TAIL_LINES: usize = 25;
 /// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
 const PANIC_GRACE: Duration = Duration::from_secs(1);
+/// How long the console's last bytes get to arrive once QEMU has exited.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(1);
 
 /// QEMU itself died of a signal (a crash, or killed from outside), as
 /// opposed to exiting: the runner may retry a boot that ended so.
@@ -59,7 +63,8 @@ pub struct Channels {
 /// A private directory for one VM, before QEMU starts.
 pub struct VmDir {
     dir: TempDir,
-    console_log: Option<PathBuf>,
+    /// The kept console log, created for this run.
+    console_log: Option<fs::File>,
 }
 
 impl VmDir {
@@ -73,22 +78,15 @@ impl VmDir {
         Ok(VmDir { dir, console_log: None })
     }
 
-    /// Writes the guest console to `path`, kept after the run, instead of
-    /// the private directory, if `path` can be written (its directory is
-    /// created); otherwise warns and keeps the log private, lost afterwards.
-    pub fn keep_console_log(&mut self, path: &Path) {
-        let writable = path.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| {
-            fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(path)
-        });
-        match writable {
-            Ok(_) => self.console_log = Some(path.to_path_buf()),
+    /// Keeps the guest console in `log` after the run, if it can be created
+    /// there; otherwise warns, naming the path and why (a symlink the guest
+    /// planted among them), and keeps no log.
+    pub fn keep_console_log(&mut self, log: &LogPath) {
+        match log.create() {
+            Ok(file) => self.console_log = Some(file),
             Err(e) => log::warn!(
                 "cannot write {} ({e}); the console log will not be kept",
-                path.display()
+                log.path().display()
             ),
         }
     }
@@ -108,7 +106,7 @@ impl VmDir {
             agent_socket: p.join("agent.sock"),
             stdout_socket: p.join("stdout.sock"),
             stderr_socket: p.join("stderr.sock"),
-            console_log: self.console_log.clone().unwrap_or_else(|| p.join("console.log")),
+            console_socket: p.join("console.sock"),
         }
     }
 }
@@ -117,9 +115,8 @@ impl VmDir {
 pub struct Vm {
     child: Child,
     started: Instant,
-    console: ConsoleWatch,
+    console: Console,
     channels: Option<Channels>,
-    paths: VmPaths,
     stderr_log: PathBuf,
     exit: Option<ExitStatus>,
     /// Extra directories removed with the VM (the init inside a rootfs).
@@ -131,16 +128,21 @@ pub struct Vm {
 impl Vm {
     /// Starts `qemu args...` wired to the sockets of `dir` (and the shell's,
     /// if `shell`), and waits until QEMU has connected to all of them.
-    pub fn start(qemu: &Path, args: &[String], dir: VmDir, extra_dirs: Vec<TempDir>, shell: bool) -> Result<Vm> {
+    pub fn start(qemu: &Path, args: &[String], mut dir: VmDir, extra_dirs: Vec<TempDir>, shell: bool) -> Result<Vm> {
         let paths = dir.paths();
         let shell_listener = match shell {
             true => Some(UnixListener::bind(dir.shell_socket()).context("listening on the shell's socket")?),
             false => None,
         };
-        let listeners = [&paths.agent_socket, &paths.stdout_socket, &paths.stderr_socket]
-            .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
-        let [agent, stdout, stderr] = listeners;
-        let (agent, stdout, stderr) = (agent?, stdout?, stderr?);
+        let listeners = [
+            &paths.console_socket,
+            &paths.agent_socket,
+            &paths.stdout_socket,
+            &paths.stderr_socket,
+        ]
+        .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
+        let [console, agent, stdout, stderr] = listeners;
+        let (console, agent, stdout, stderr) = (console?, agent?, stdout?, stderr?);
         let stderr_log = dir.path().join("qemu.stderr");
         let stderr_file = fs::File::create(&stderr_log).context("creating QEMU's stderr log")?;
         log::debug!("spawning {} {}", qemu.display(), shell_words(args));
@@ -166,15 +168,16 @@ impl Vm {
         let mut vm = Vm {
             child,
             started,
-            console: ConsoleWatch::new(paths.console_log.clone()),
+            console: Console::new(dir.console_log.take()),
             channels: None,
-            paths,
             stderr_log,
             exit: None,
             _extra_dirs: extra_dirs,
             _dir: dir,
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let console = vm.accept(&console, deadline)?;
+        vm.console.attach(console);
         let shell = match &shell_listener {
             Some(listener) => Some(vm.accept(listener, deadline)?),
             None => None,
@@ -236,16 +239,23 @@ impl Vm {
                 None => anyhow!("{description}"),
             });
         }
-        if self.console.poll().is_some_and(|seen| seen.elapsed() >= PANIC_GRACE) {
+        if self
+            .console
+            .panic_seen()
+            .is_some_and(|seen| seen.elapsed() >= PANIC_GRACE)
+        {
             self.shutdown();
-            let lines = console::panic_lines(self.console.path()).unwrap_or_default();
+            self.console.wait_end(CONSOLE_DRAIN);
+            let lines = self.console.panic_lines().unwrap_or_default();
             bail!("the guest kernel panicked:\n{}", indent(&lines));
         }
         Ok(())
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
-        if let Some(lines) = console::panic_lines(&self.paths.console_log) {
+        // QEMU is gone: what it last printed is on its way.
+        self.console.wait_end(CONSOLE_DRAIN);
+        if let Some(lines) = self.console.panic_lines() {
             return format!("the guest kernel panicked:\n{}", indent(&lines));
         }
         let stderr = fs::read_to_string(&self.stderr_log).unwrap_or_default();
@@ -266,7 +276,7 @@ impl Vm {
     /// The last [`CONSOLE_TAIL_LINES`] lines of the guest's serial console,
     /// indented for an error message.
     pub fn console_tail(&self) -> String {
-        indent(&console::tail(&self.paths.console_log, CONSOLE_TAIL_LINES))
+        indent(&self.console.tail(CONSOLE_TAIL_LINES))
     }
 
     /// Waits up to `limit` for QEMU to exit by itself.
