@@ -313,13 +313,11 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
     if !is_qemu_size(&memory) {
         bail!("field 'vm.memory': '{memory}' is not a size like 512M or 4G");
     }
-    let mut mounts = Vec::with_capacity(raw.mounts.len());
-    for (guest_path, mount) in raw.mounts {
-        if !guest_path.starts_with('/') || guest_path == "/" {
-            bail!("field 'vm.mounts': guest path '{guest_path}' must be an absolute path below /");
-        }
-        if guest_path == "/mnt/vmtest" || guest_path.starts_with("/mnt/vmtest/") {
-            bail!("field 'vm.mounts': '{guest_path}' is where vmtest shares the config directory");
+    let mut mounts: Vec<Mount> = Vec::with_capacity(raw.mounts.len());
+    for (raw_path, mount) in raw.mounts {
+        let guest_path = guest_mount_path(&raw_path).map_err(|e| anyhow::anyhow!("field 'vm.mounts': {e}"))?;
+        if mounts.iter().any(|m| m.guest_path == guest_path) {
+            bail!("field 'vm.mounts': '{raw_path}' is {guest_path}, which is mounted twice");
         }
         mounts.push(Mount {
             host_path: resolve(base_dir, &mount.host_path),
@@ -334,6 +332,38 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
         extra_args: raw.extra_args,
         mounts,
     })
+}
+
+/// A mount's guest path, checked and in canonical form: absolute, no `..`,
+/// no empty or `.` components (`/mnt//a/./b/` is `/mnt/a/b`), not `/`, not
+/// `/mnt` or `/mnt/vmtest` or below it (where vmtest mounts the share), and
+/// without characters a shell gives meaning to even inside quotes or that
+/// end a line: the path is passed to the guest's shell by the generated init
+/// and an image's setup steps.
+fn guest_mount_path(raw: &str) -> Result<String> {
+    if !raw.starts_with('/') {
+        bail!("guest path '{raw}' must be an absolute path below /");
+    }
+    if let Some(c) = raw.chars().find(|&c| c.is_control() || "'\"\\$`".contains(c)) {
+        bail!("guest path {raw:?}: {c:?} is not allowed in a mount path (the guest's shell would see it)");
+    }
+    let mut parts = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => bail!("guest path '{raw}': '..' is not allowed in a mount path"),
+            part => parts.push(part),
+        }
+    }
+    let path = format!("/{}", parts.join("/"));
+    match path.as_str() {
+        "/" => bail!("guest path '{raw}' must be an absolute path below /"),
+        "/mnt" => bail!("'{raw}' would hide /mnt/vmtest, where vmtest shares the config directory; mount below /mnt"),
+        p if p == "/mnt/vmtest" || p.starts_with("/mnt/vmtest/") => {
+            bail!("'{raw}' is where vmtest shares the config directory")
+        }
+        _ => Ok(path),
+    }
 }
 
 /// Whether `s` is a size QEMU's `-m` accepts: digits with an optional unit.

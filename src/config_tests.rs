@@ -286,3 +286,58 @@ fn console_logs_are_one_per_target() {
         logs[0].display()
     );
 }
+
+#[test]
+fn mount_paths_are_normalised() {
+    let mounts = |paths: &[&str]| {
+        let table: String = paths
+            .iter()
+            .map(|p| format!("{} = {{ host_path = \"/h\" }}\n", toml_key(p)))
+            .collect();
+        parse(
+            &format!("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"x\"\n[target.vm.mounts]\n{table}"),
+            Path::new(FILE),
+            Path::new("/proj"),
+        )
+        .map(|t| t[0].vm.mounts.iter().map(|m| m.guest_path.clone()).collect::<Vec<_>>())
+        .map_err(|e| format!("{e:#}"))
+    };
+    assert_eq!(
+        mounts(&["/mnt//data/./x/", "/opt/y"]).unwrap(),
+        ["/mnt/data/x", "/opt/y"]
+    );
+    let refused = [
+        (
+            "/mnt/../opt/x",
+            "target 'a': field 'vm.mounts': guest path '/mnt/../opt/x': '..' is not allowed",
+        ),
+        (
+            "/mnt//vmtest",
+            "target 'a': field 'vm.mounts': '/mnt//vmtest' is where vmtest shares",
+        ),
+        ("/mnt/vmtest/./sub/", "is where vmtest shares the config directory"),
+        ("/mnt/", "'/mnt/' would hide /mnt/vmtest"),
+        ("//", "guest path '//' must be an absolute path below /"),
+        (
+            "/mnt/it's",
+            r#"guest path "/mnt/it's": '\'' is not allowed in a mount path"#,
+        ),
+        ("/mnt/a\tb", "is not allowed in a mount path"),
+        ("/mnt/$(reboot)", "'$' is not allowed"),
+    ];
+    for (path, expected) in refused {
+        let err = mounts(&[path]).unwrap_err();
+        assert!(err.contains(expected), "{path}: {err}");
+    }
+    let err = mounts(&["/mnt/a", "/mnt//a/"]).unwrap_err();
+    assert!(
+        err.contains("'/mnt/a' is /mnt/a, which is mounted twice")
+            || err.contains("'/mnt//a/' is /mnt/a, which is mounted twice"),
+        "{err}"
+    );
+}
+
+/// A TOML key for `s`, quoted.
+fn toml_key(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
