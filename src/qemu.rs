@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Mount, Target};
+use crate::config::{Kind, Mount, Target};
 
 /// Guest-side name of the guest agent's virtio-serial port.
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
@@ -203,7 +203,8 @@ pub fn kernel_argv(
     args.extend(["-append".into(), cmdline.to_string()]);
     args.extend(console_args(&paths.console_socket));
     args.extend(serial_ports_args(arch, paths));
-    args.extend(share_args(arch, "root", ROOT_TAG, rootfs, true));
+    let root_writable = !root_read_only(target);
+    args.extend(share_args(arch, "root", ROOT_TAG, rootfs, root_writable));
     args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
     if let Some(modules) = extras.modules {
         args.extend(share_args(arch, "modules", MODULES_TAG, modules, false));
@@ -211,6 +212,23 @@ pub fn kernel_argv(
     args.extend(mount_args(arch, &target.vm.mounts));
     args.extend(target.vm.extra_args.iter().cloned());
     args
+}
+
+/// Whether the target's kernel arguments mount the root read-only: the last
+/// `ro` or `rw` among them is `ro` (the kernel lets the last one win, and
+/// vmtest's own `rw` comes first). The root share is then exported
+/// read-only too, so guest root cannot remount it read-write.
+pub fn root_read_only(target: &Target) -> bool {
+    let Kind::Kernel { kernel_args, .. } = &target.kind else {
+        return false;
+    };
+    kernel_args
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .rev()
+        .find(|word| *word == "ro" || *word == "rw")
+        == Some("ro")
 }
 
 /// The 9p shares of the `vm.mounts` entries.
@@ -234,7 +252,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Kind, OneLiner, one_liner};
+    use crate::config::{OneLiner, one_liner};
 
     fn target() -> Target {
         let args = OneLiner {
@@ -369,6 +387,64 @@ mod tests {
             BootExtras::default(),
         );
         assert!(!plain.iter().any(|a| a == "-initrd" || a.contains("vmtest_modules")));
+    }
+
+    #[test]
+    fn ro_in_the_kernel_args_exports_the_root_read_only() {
+        let root_share = |kernel_args: Option<&str>| {
+            let mut t = target();
+            if let Kind::Kernel { kernel_args: args, .. } = &mut t.kind {
+                *args = kernel_args.map(str::to_string);
+            }
+            let argv = kernel_argv(
+                &t,
+                Path::new("/k"),
+                "C",
+                Path::new("/"),
+                &paths(),
+                Accel::Tcg,
+                BootExtras::default(),
+            );
+            let root = argv.iter().position(|a| a.starts_with("local,id=root,")).unwrap();
+            argv[root - 1..root + 4].to_vec()
+        };
+        assert_eq!(
+            root_share(Some("quiet ro")),
+            [
+                "-fsdev",
+                "local,id=root,path=/,security_model=none,multidevs=remap,readonly=on",
+                "-device",
+                "virtio-9p-pci,fsdev=root,mount_tag=vmtest_root",
+                "-fsdev",
+            ]
+        );
+        // The share stays writable: only the root follows `ro`.
+        let share = "local,id=share,path=/work,security_model=none,multidevs=remap";
+        assert_eq!(root_share(Some("ro"))[4..], ["-fsdev"]);
+        let writable = "local,id=root,path=/,security_model=none,multidevs=remap";
+        for args in [None, Some("ro rw"), Some("rootro=1 rw"), Some("")] {
+            assert_eq!(root_share(args)[1], writable, "{args:?}");
+        }
+        let mut t = target();
+        t.kind = Kind::Kernel {
+            kernel: "/k".into(),
+            kernel_args: Some("rw ro".into()),
+            rootfs: "/".into(),
+        };
+        let argv = kernel_argv(
+            &t,
+            Path::new("/k"),
+            "C",
+            Path::new("/"),
+            &paths(),
+            Accel::Tcg,
+            BootExtras::default(),
+        );
+        assert!(argv.iter().any(|a| a == share), "{argv:?}");
+        assert!(
+            argv.iter()
+                .any(|a| a.ends_with("path=/,security_model=none,multidevs=remap,readonly=on"))
+        );
     }
 
     #[test]
