@@ -32,6 +32,12 @@ pub enum RelayEvent {
 
 /// A fresh end marker: random enough never to appear in real output.
 pub fn new_marker() -> String {
+    format!("\u{1}vmtest-end-{}\u{1}", random_hex())
+}
+
+/// 32 random hex digits (from `/dev/urandom`; the clock and pid if that
+/// fails), for markers and tokens the guest cannot guess.
+pub fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if random.is_err() {
@@ -41,8 +47,7 @@ pub fn new_marker() -> String {
             ^ u128::from(std::process::id()) << 64;
         bytes = seed.to_le_bytes();
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\u{1}vmtest-end-{hex}\u{1}")
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts a thread relaying `socket` as `stream` until `marker`.
