@@ -330,7 +330,7 @@ fn drive_vm(
             bail!("{} failed in the guest ({status:?}): {}", step.what, stderr.trim());
         }
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(relay::QUEUE);
     let relays = [
         relay::spawn(channels.stdout, Stream::Stdout, command.marker.clone(), tx.clone()),
         relay::spawn(channels.stderr, Stream::Stderr, command.marker.clone(), tx),
@@ -419,6 +419,8 @@ fn drive_vm(
         }
     }
     vm.shutdown();
+    // A relay waiting on the bounded queue gives up once nobody reads it.
+    drop(rx);
     for relay in relays {
         let _ = relay.join();
     }
