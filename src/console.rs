@@ -1,7 +1,11 @@
 //! The guest's serial console: relayed, kept and watched by vmtest.
 //!
-//! QEMU sends the console to a socket in the VM's private directory, never
-//! to a file the guest could reach. A [`Console`] thread reads it and
+//! QEMU sends the console to a FIFO in the VM's private directory (QEMU's
+//! `pipe` chardev writes `console.out` and reads `console.in`), never to a
+//! file the guest could reach. A pipe, unlike a Unix socket, packs the
+//! UART's one-byte writes into its buffer (1 MiB here), so a console thread
+//! that is scheduled late under load loses nothing. A [`Console`] thread
+//! reads it and
 //! appends it to the kept log file (opened by `log_path.rs`, up to
 //! [`LOG_LIMIT`], then a note and nothing more), keeps its last
 //! [`TAIL_BYTES`] in memory for error messages, and scans it for a kernel
@@ -13,7 +17,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +38,9 @@ struct Seen {
     /// The end of the stream so far, to find a panic line split across reads.
     carry: Vec<u8>,
     panic_seen: Option<Instant>,
-    /// The stream ended: QEMU closed it (or the socket failed).
+    /// QEMU has exited: what is left in the pipe is all there is.
+    qemu_gone: bool,
+    /// The thread has read everything and stopped.
     ended: bool,
 }
 
@@ -78,11 +84,12 @@ impl Console {
         }
     }
 
-    /// Starts relaying QEMU's console socket.
-    pub fn attach(&mut self, socket: UnixStream) {
+    /// Starts relaying the console from `pipe`, the read end of QEMU's
+    /// console FIFO (opened non-blocking).
+    pub fn attach(&mut self, pipe: File) {
         let seen = Arc::clone(&self.seen);
         let log = self.log.take();
-        self.thread = Some(std::thread::spawn(move || relay(socket, log, &seen)));
+        self.thread = Some(std::thread::spawn(move || relay(pipe, log, &seen)));
     }
 
     fn seen(&self) -> MutexGuard<'_, Seen> {
@@ -94,9 +101,11 @@ impl Console {
         self.seen().panic_seen
     }
 
-    /// Waits up to `limit` for the stream to end (QEMU has exited and
-    /// closed it), so the tail holds everything the guest printed.
-    pub fn wait_end(&self, limit: Duration) {
+    /// Once QEMU has exited: waits up to `limit` for the thread to read
+    /// what is left in the pipe, so the tail holds everything the guest
+    /// printed.
+    pub fn finish(&self, limit: Duration) {
+        self.seen().qemu_gone = true;
         let deadline = Instant::now() + limit;
         while self.thread.is_some() && !self.seen().ended && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -117,9 +126,9 @@ impl Console {
 }
 
 impl Drop for Console {
-    /// Lets the thread finish the log once QEMU is gone.
+    /// Lets the thread finish the log (QEMU is gone when a VM drops this).
     fn drop(&mut self) {
-        self.wait_end(Duration::from_secs(1));
+        self.finish(Duration::from_secs(1));
         if self.seen().ended
             && let Some(thread) = self.thread.take()
         {
@@ -128,18 +137,28 @@ impl Drop for Console {
     }
 }
 
-/// Copies the console from `socket` into `seen` and `log` until it ends.
-fn relay(mut socket: impl Read, mut log: Option<File>, seen: &Mutex<Seen>) {
+/// Copies the console from `pipe` into `seen` and `log` until QEMU is gone
+/// and the pipe is empty. A FIFO reads as end-of-file while it has no
+/// writer, before QEMU opens it as well as after QEMU exits, so only
+/// `qemu_gone` says the stream is over.
+fn relay(mut pipe: impl Read + AsRawFd, mut log: Option<File>, seen: &Mutex<Seen>) {
+    let lock = || seen.lock().unwrap_or_else(|e| e.into_inner());
     let mut written: u64 = 0;
-    let mut chunk = vec![0u8; 16 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = match socket.read(&mut chunk) {
+        let n = match pipe.read(&mut chunk) {
+            Ok(0) => 0,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => 0,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => break,
         };
         if n == 0 {
-            break;
+            if lock().qemu_gone {
+                break;
+            }
+            wait_readable(&pipe, Duration::from_millis(20));
+            continue;
         }
         let bytes = &chunk[..n];
         if let Some(file) = &mut log {
@@ -158,9 +177,40 @@ fn relay(mut socket: impl Read, mut log: Option<File>, seen: &Mutex<Seen>) {
                 log = None;
             }
         }
-        seen.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
+        lock().push(bytes);
     }
-    seen.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
+    lock().ended = true;
+}
+
+/// Waits until `pipe` has data, at most `limit`. Without a writer a FIFO
+/// polls as hung up at once, so that case sleeps the whole `limit`.
+fn wait_readable(pipe: &impl AsRawFd, limit: Duration) {
+    let mut fd = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = limit.as_millis() as libc::c_int;
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+    if ready > 0 && fd.revents & libc::POLLIN == 0 {
+        std::thread::sleep(limit);
+    }
+}
+
+/// Makes `fd` non-blocking and, where the system allows, gives the pipe a
+/// 1 MiB buffer.
+pub fn prepare_pipe(pipe: &impl AsRawFd) -> io::Result<()> {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a valid fd, with integer arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    Ok(())
 }
 
 /// The console's text with carriage returns, terminal escape sequences
@@ -210,18 +260,19 @@ fn panic_in(lines: &[String]) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// A console fed `pieces` through a socket pair; returns it once the
-    /// stream has ended, with the log written to `log`.
+    /// A console fed `pieces` through a pipe; returns it once QEMU is
+    /// "gone" and the pipe read, with the log written to `log`.
     fn feed(pieces: &[&[u8]], log: Option<File>) -> Console {
-        let (mut qemu, ours) = UnixStream::pair().unwrap();
+        let (ours, mut qemu) = std::io::pipe().unwrap();
+        prepare_pipe(&ours).unwrap();
         let mut console = Console::new(log);
-        console.attach(ours);
+        console.attach(File::from(std::os::fd::OwnedFd::from(ours)));
         for piece in pieces {
             qemu.write_all(piece).unwrap();
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(qemu);
-        console.wait_end(Duration::from_secs(5));
+        console.finish(Duration::from_secs(5));
         console
     }
 
@@ -288,11 +339,44 @@ mod tests {
     }
 
     #[test]
+    fn output_written_before_the_reader_starts_is_kept() {
+        let (ours, mut qemu) = std::io::pipe().unwrap();
+        prepare_pipe(&ours).unwrap();
+        let early = vec![b'e'; 200 * 1024];
+        for byte in &early {
+            // One byte per write, like an emulated UART.
+            qemu.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+        let mut console = Console::new(None);
+        console.attach(File::from(std::os::fd::OwnedFd::from(ours)));
+        qemu.write_all(b"\nlate\n").unwrap();
+        drop(qemu);
+        console.finish(Duration::from_secs(5));
+        assert_eq!(console.seen().tail.len(), early.len() + 6);
+        assert_eq!(console.tail(1), "late");
+    }
+
+    #[test]
     fn the_log_stops_at_its_limit_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
-        let seen = Mutex::new(Seen::default());
-        let endless = std::io::repeat(b'y').take(LOG_LIMIT + (1 << 20));
+        let seen = Mutex::new(Seen {
+            qemu_gone: true,
+            ..Seen::default()
+        });
+        /// Much output, then an empty non-blocking pipe.
+        struct Endless(std::io::Take<std::io::Repeat>);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl AsRawFd for Endless {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                0
+            }
+        }
+        let endless = Endless(std::io::repeat(b'y').take(LOG_LIMIT + (1 << 20)));
         relay(endless, Some(File::create(&path).unwrap()), &seen);
         let logged = std::fs::metadata(&path).unwrap().len();
         let note = "\n[vmtest: console log cut at 64 MiB; the rest was dropped]\n";

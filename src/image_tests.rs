@@ -19,7 +19,7 @@ fn paths() -> VmPaths {
         agent_socket: "/run/v/agent.sock".into(),
         stdout_socket: "/run/v/stdout.sock".into(),
         stderr_socket: "/run/v/stderr.sock".into(),
-        console_socket: "/run/v/console.sock".into(),
+        console_pipe: "/run/v/console".into(),
     }
 }
 
@@ -133,7 +133,7 @@ fn missing_ovmf_lists_every_path_and_the_packages() {
 
 const COMMON_TAIL: &[&str] = &[
     "-chardev",
-    "socket,id=console,path=/run/v/console.sock,server=off",
+    "pipe,id=console,path=/run/v/console",
     "-serial",
     "chardev:console",
     "-device",

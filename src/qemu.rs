@@ -37,8 +37,9 @@ pub struct VmPaths {
     pub agent_socket: PathBuf,
     pub stdout_socket: PathBuf,
     pub stderr_socket: PathBuf,
-    /// The serial console's socket (vmtest writes the log, not QEMU).
-    pub console_socket: PathBuf,
+    /// The serial console's FIFOs, without their `.in` / `.out` (vmtest
+    /// reads `.out` and writes the log, not QEMU).
+    pub console_pipe: PathBuf,
 }
 
 /// The 9p mount tag of the `index`-th extra mount.
@@ -158,14 +159,12 @@ pub fn serial_ports_args(arch: &str, paths: &VmPaths) -> Vec<String> {
     args
 }
 
-/// The guest's first serial port, connected to vmtest's console socket.
-pub fn console_args(socket: &Path) -> Vec<String> {
+/// The guest's first serial port, on the FIFOs `pipe.in` and `pipe.out`
+/// that vmtest made (QEMU writes `.out`; nothing is ever written to `.in`).
+pub fn console_args(pipe: &Path) -> Vec<String> {
     vec![
         "-chardev".into(),
-        format!(
-            "socket,id=console,path={},server=off",
-            escape_opt(&socket.to_string_lossy())
-        ),
+        format!("pipe,id=console,path={}", escape_opt(&pipe.to_string_lossy())),
         "-serial".into(),
         "chardev:console".into(),
     ]
@@ -201,7 +200,7 @@ pub fn kernel_argv(
         args.extend(["-initrd".into(), initrd.to_string_lossy().into_owned()]);
     }
     args.extend(["-append".into(), cmdline.to_string()]);
-    args.extend(console_args(&paths.console_socket));
+    args.extend(console_args(&paths.console_pipe));
     args.extend(serial_ports_args(arch, paths));
     let root_writable = !root_read_only(target);
     args.extend(share_args(arch, "root", ROOT_TAG, rootfs, root_writable));
@@ -269,7 +268,7 @@ mod tests {
             agent_socket: "/run/v/agent.sock".into(),
             stdout_socket: "/run/v/stdout.sock".into(),
             stderr_socket: "/run/v/stderr.sock".into(),
-            console_socket: "/run/v/console.sock".into(),
+            console_pipe: "/run/v/console".into(),
         }
     }
 
@@ -318,7 +317,7 @@ mod tests {
             "-append",
             "CMDLINE",
             "-chardev",
-            "socket,id=console,path=/run/v/console.sock,server=off",
+            "pipe,id=console,path=/run/v/console",
             "-serial",
             "chardev:console",
             "-device",

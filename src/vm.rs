@@ -2,7 +2,7 @@
 //!
 //! [`Vm`] creates the private (0700) directory that holds the sockets and
 //! the generated init, listens on the sockets, spawns QEMU with an argv from
-//! `qemu.rs`, and accepts QEMU's connections; the serial console's socket
+//! `qemu.rs`, and accepts QEMU's connections; the serial console's FIFO
 //! goes to a [`Console`] thread, which writes the kept log. Its `Drop`
 //! kills and reaps QEMU and removes the directory, so nothing outlives it
 //! whatever path the run took; QEMU is also told to die with vmtest
@@ -11,6 +11,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 const CONSOLE_TAIL_LINES: usize = 25;
 /// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
 const PANIC_GRACE: Duration = Duration::from_secs(1);
-/// How long the console's last bytes get to arrive once QEMU has exited.
+/// How long the console's last bytes get to be read once QEMU has exited.
 const CONSOLE_DRAIN: Duration = Duration::from_secs(1);
 
 /// QEMU itself died of a signal (a crash, or killed from outside), as
@@ -75,6 +76,15 @@ impl VmDir {
             .tempdir()
             .context("creating a private temporary directory")?;
         crate::janitor::register(dir.path());
+        let console = dir.path().join("console");
+        for end in ["in", "out"] {
+            let fifo = console.with_extension(end);
+            let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())?;
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error()).with_context(|| format!("creating {}", fifo.display()));
+            }
+        }
         Ok(VmDir { dir, console_log: None })
     }
 
@@ -106,7 +116,7 @@ impl VmDir {
             agent_socket: p.join("agent.sock"),
             stdout_socket: p.join("stdout.sock"),
             stderr_socket: p.join("stderr.sock"),
-            console_socket: p.join("console.sock"),
+            console_pipe: p.join("console"),
         }
     }
 }
@@ -134,15 +144,18 @@ impl Vm {
             true => Some(UnixListener::bind(dir.shell_socket()).context("listening on the shell's socket")?),
             false => None,
         };
-        let listeners = [
-            &paths.console_socket,
-            &paths.agent_socket,
-            &paths.stdout_socket,
-            &paths.stderr_socket,
-        ]
-        .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
-        let [console, agent, stdout, stderr] = listeners;
-        let (console, agent, stdout, stderr) = (console?, agent?, stdout?, stderr?);
+        let listeners = [&paths.agent_socket, &paths.stdout_socket, &paths.stderr_socket]
+            .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
+        let [agent, stdout, stderr] = listeners;
+        let (agent, stdout, stderr) = (agent?, stdout?, stderr?);
+        let console_out = paths.console_pipe.with_extension("out");
+        // Non-blocking: there is no writer until QEMU opens the FIFO.
+        let console_pipe = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&console_out)
+            .with_context(|| format!("opening {}", console_out.display()))?;
+        crate::console::prepare_pipe(&console_pipe).context("setting up the console's pipe")?;
         let stderr_log = dir.path().join("qemu.stderr");
         let stderr_file = fs::File::create(&stderr_log).context("creating QEMU's stderr log")?;
         log::debug!("spawning {} {}", qemu.display(), shell_words(args));
@@ -168,8 +181,7 @@ impl Vm {
             _dir: dir,
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let console = vm.accept(&console, deadline)?;
-        vm.console.attach(console);
+        vm.console.attach(console_pipe);
         let shell = match &shell_listener {
             Some(listener) => Some(vm.accept(listener, deadline)?),
             None => None,
@@ -237,7 +249,7 @@ impl Vm {
             .is_some_and(|seen| seen.elapsed() >= PANIC_GRACE)
         {
             self.shutdown();
-            self.console.wait_end(CONSOLE_DRAIN);
+            self.console.finish(CONSOLE_DRAIN);
             let lines = self.console.panic_lines().unwrap_or_default();
             bail!("the guest kernel panicked:\n{}", indent(&lines));
         }
@@ -245,8 +257,8 @@ impl Vm {
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
-        // QEMU is gone: what it last printed is on its way.
-        self.console.wait_end(CONSOLE_DRAIN);
+        // QEMU is gone: what it last printed is in the pipe.
+        self.console.finish(CONSOLE_DRAIN);
         if let Some(lines) = self.console.panic_lines() {
             return format!("the guest kernel panicked:\n{}", indent(&lines));
         }
