@@ -1,16 +1,16 @@
-//! A guest that attacks the host, on real QEMU with the test kernel: it
-//! plants symlinks and FIFOs where vmtest writes, prints GitHub workflow
-//! commands, asks for mounts outside `/mnt` and remounts a read-only root
-//! read-write. Each test does what an attacker would and checks that no
-//! byte of a host file leaks, no host file outside the share is written,
-//! and vmtest ends in bounded time (docs/security.md).
+//! A guest that attacks the host, on real QEMU with the test kernel and a
+//! Debian image: it plants symlinks and FIFOs where vmtest writes, prints
+//! GitHub workflow commands, asks for mounts outside `/mnt` and remounts a
+//! read-only root read-write. Each test does what an attacker would and
+//! checks that no byte of a host file leaks, no host file outside the share
+//! is written, and vmtest ends in bounded time (docs/security.md).
 
 mod util;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use util::{Outcome, Project, Running, kernel_target, test_kernel, toml_str};
+use util::{Outcome, Project, Running, image_target, kernel_target, test_images, test_kernel, toml_str};
 
 /// Powers the guest off from inside: vmtest's init powers off once the
 /// guest agent exits, so the command kills the agent.
@@ -294,5 +294,41 @@ fn a_read_only_root_stays_read_only_for_guest_root() {
         std::fs::read_to_string(project.path().join("ok")).unwrap(),
         "shared\n",
         "{out}"
+    );
+}
+
+#[test]
+fn an_image_guest_links_its_log_and_a_report_to_host_files_in_vain() {
+    let Some(images) = test_images() else { return };
+    let project = Project::for_vms();
+    let outside = Outside::new();
+    let secret = "SECRET-5e1f-image-guest";
+    let key = outside.file("id_ed25519", &format!("{secret}\n"));
+    let xml = outside.file("precious.xml", "precious xml");
+    // The image cannot see these host paths; a link to them in the share is
+    // enough, should vmtest follow it. sysrq powers off at once.
+    let command = format!(
+        "rm -f .vmtest/hostile-image/console.log junit.xml && \
+         ln -s {} .vmtest/hostile-image/console.log && ln -s {} junit.xml && \
+         echo o > /proc/sysrq-trigger; sleep 100",
+        quoted(&key),
+        quoted(&xml)
+    );
+    project.write(
+        "vmtest.toml",
+        &image_target("hostile-image", &images.bios, &command, ""),
+    );
+    let out = project.run(project.vmtest().args(["--junit", "junit.xml", "--json", "report.json"]));
+    assert_eq!(std::fs::read_to_string(&xml).unwrap(), "precious xml", "{out}");
+    assert_no_secret(
+        &out,
+        secret,
+        &[&project.path().join("junit.xml"), &project.path().join("report.json")],
+    );
+    out.assert_code(69).assert_stdout_contains("QEMU exited unexpectedly");
+    assert!(
+        std::fs::symlink_metadata(project.path().join("junit.xml"))
+            .unwrap()
+            .is_file()
     );
 }
