@@ -3,7 +3,11 @@
 //! The live output goes to the terminal as it arrives; reports (JUnit, JSON)
 //! want it afterwards. A [`Captured`] keeps the last [`CAPTURE_LIMIT`] bytes
 //! of a stream (a failure's cause is usually at the end) and counts the
-//! rest, so a 20 MB output costs at most that much memory.
+//! rest, so a 20 MB output costs at most that much memory. The kept bytes
+//! are a ring: once full, each chunk costs its own length, not a shift of
+//! the whole megabyte.
+
+use std::collections::VecDeque;
 
 /// Bytes of each stream kept for reports.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
@@ -12,7 +16,7 @@ pub const CAPTURE_LIMIT: usize = 1 << 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Captured {
     /// The last bytes written, at most [`CAPTURE_LIMIT`].
-    pub tail: Vec<u8>,
+    tail: VecDeque<u8>,
     /// Every byte written, kept or not.
     pub total: u64,
 }
@@ -20,14 +24,10 @@ pub struct Captured {
 impl Captured {
     pub fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
-        if bytes.len() >= CAPTURE_LIMIT {
-            self.tail.clear();
-            self.tail.extend_from_slice(&bytes[bytes.len() - CAPTURE_LIMIT..]);
-            return;
-        }
+        let bytes = &bytes[bytes.len().saturating_sub(CAPTURE_LIMIT)..];
         let overflow = (self.tail.len() + bytes.len()).saturating_sub(CAPTURE_LIMIT);
         self.tail.drain(..overflow);
-        self.tail.extend_from_slice(bytes);
+        self.tail.extend(bytes);
     }
 
     /// Bytes dropped from the front.
@@ -37,9 +37,10 @@ impl Captured {
 
     /// The kept bytes as text, with a note when the front was dropped.
     pub fn text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.tail);
+        let (front, back) = self.tail.as_slices();
+        let text = String::from_utf8_lossy(&[front, back].concat()).into_owned();
         match self.dropped() {
-            0 => text.into_owned(),
+            0 => text,
             n => format!("[vmtest: {n} earlier bytes not kept]\n{text}"),
         }
     }
@@ -60,8 +61,23 @@ mod tests {
         c.push(b"end");
         assert_eq!(c.total, 11 + CAPTURE_LIMIT as u64 + 3);
         assert_eq!(c.tail.len(), CAPTURE_LIMIT);
-        assert!(c.tail.ends_with(b"xend"));
+        assert!(c.text().ends_with("xend"));
         assert_eq!(c.dropped(), 14);
         assert!(c.text().starts_with("[vmtest: 14 earlier bytes not kept]\nxxx"));
+    }
+
+    #[test]
+    fn a_full_ring_keeps_order_across_its_wrap() {
+        let mut c = Captured::default();
+        for i in 0..CAPTURE_LIMIT / 1000 + 10 {
+            c.push(format!("{:>999}\n", i).as_bytes());
+        }
+        let text = c.text();
+        let kept = text.split_once('\n').unwrap().1;
+        assert_eq!(kept.len(), CAPTURE_LIMIT);
+        let last = CAPTURE_LIMIT / 1000 + 9;
+        assert!(kept.ends_with(&format!("{last:>999}\n")), "the newest line is last");
+        let numbers: Vec<usize> = kept.lines().skip(1).map(|l| l.trim().parse().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "in order");
     }
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::log_path::LogPath;
+
 /// Default number of virtual CPUs.
 pub const DEFAULT_NUM_CPUS: u32 = 2;
 /// Default guest memory, in QEMU `-m` syntax.
@@ -44,8 +46,8 @@ pub struct Target {
     pub timeout: Option<u64>,
     /// Seconds until the guest agent must answer; a default applies if unset.
     pub boot_timeout: Option<u64>,
-    /// Where the guest's serial console is written.
-    pub console_log: PathBuf,
+    /// Where the guest's serial console is kept.
+    pub console_log: LogPath,
     /// Kernel targets: the kernel's modules directory, if not in the rootfs.
     pub modules: Option<PathBuf>,
 }
@@ -173,6 +175,15 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Vec<Target>> {
                 target.name
             );
         }
+        if let Some(other) = targets.iter().find(|t| t.console_log == target.console_log) {
+            bail!(
+                "{}: targets '{}' and '{}' would share the console log {}; rename one",
+                file.display(),
+                other.name,
+                target.name,
+                target.console_log.path().display()
+            );
+        }
         targets.push(target);
     }
     Ok(targets)
@@ -271,7 +282,7 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
         return Err(ctx("boot_timeout", "must be at least 1 second".into()));
     }
     Ok(Target {
-        console_log: console_log_path(base_dir, &name),
+        console_log: LogPath::in_share(base_dir, &name),
         modules: raw.modules.map(|m| resolve(base_dir, &m)),
         qemu_command: match raw.qemu_command {
             // A path (not a bare name looked up on PATH) is relative to the file.
@@ -302,13 +313,11 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
     if !is_qemu_size(&memory) {
         bail!("field 'vm.memory': '{memory}' is not a size like 512M or 4G");
     }
-    let mut mounts = Vec::with_capacity(raw.mounts.len());
-    for (guest_path, mount) in raw.mounts {
-        if !guest_path.starts_with('/') || guest_path == "/" {
-            bail!("field 'vm.mounts': guest path '{guest_path}' must be an absolute path below /");
-        }
-        if guest_path == "/mnt/vmtest" || guest_path.starts_with("/mnt/vmtest/") {
-            bail!("field 'vm.mounts': '{guest_path}' is where vmtest shares the config directory");
+    let mut mounts: Vec<Mount> = Vec::with_capacity(raw.mounts.len());
+    for (raw_path, mount) in raw.mounts {
+        let guest_path = guest_mount_path(&raw_path).map_err(|e| anyhow::anyhow!("field 'vm.mounts': {e}"))?;
+        if mounts.iter().any(|m| m.guest_path == guest_path) {
+            bail!("field 'vm.mounts': '{raw_path}' is {guest_path}, which is mounted twice");
         }
         mounts.push(Mount {
             host_path: resolve(base_dir, &mount.host_path),
@@ -323,6 +332,38 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
         extra_args: raw.extra_args,
         mounts,
     })
+}
+
+/// A mount's guest path, checked and in canonical form: absolute, no `..`,
+/// no empty or `.` components (`/mnt//a/./b/` is `/mnt/a/b`), not `/`, not
+/// `/mnt` or `/mnt/vmtest` or below it (where vmtest mounts the share), and
+/// without characters a shell gives meaning to even inside quotes or that
+/// end a line: the path is passed to the guest's shell by the generated init
+/// and an image's setup steps.
+fn guest_mount_path(raw: &str) -> Result<String> {
+    if !raw.starts_with('/') {
+        bail!("guest path '{raw}' must be an absolute path below /");
+    }
+    if let Some(c) = raw.chars().find(|&c| c.is_control() || "'\"\\$`".contains(c)) {
+        bail!("guest path {raw:?}: {c:?} is not allowed in a mount path (the guest's shell would see it)");
+    }
+    let mut parts = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => bail!("guest path '{raw}': '..' is not allowed in a mount path"),
+            part => parts.push(part),
+        }
+    }
+    let path = format!("/{}", parts.join("/"));
+    match path.as_str() {
+        "/" => bail!("guest path '{raw}' must be an absolute path below /"),
+        "/mnt" => bail!("'{raw}' would hide /mnt/vmtest, where vmtest shares the config directory; mount below /mnt"),
+        p if p == "/mnt/vmtest" || p.starts_with("/mnt/vmtest/") => {
+            bail!("'{raw}' is where vmtest shares the config directory")
+        }
+        _ => Ok(path),
+    }
 }
 
 /// Whether `s` is a size QEMU's `-m` accepts: digits with an optional unit.
@@ -346,35 +387,6 @@ fn check_arch(arch: &str) -> Result<()> {
 /// The host's architecture, in QEMU's naming.
 pub fn host_arch() -> &'static str {
     std::env::consts::ARCH
-}
-
-/// Directory, below a log root, holding each target's logs.
-pub const LOG_DIR: &str = ".vmtest";
-
-/// The default console log of target `name`: `<base>/.vmtest/<name>/console.log`.
-pub fn console_log_path(base: &Path, name: &str) -> PathBuf {
-    console_log_in(&base.join(LOG_DIR), name)
-}
-
-/// The console log of target `name` below `log_dir`: `<log_dir>/<name>/console.log`,
-/// with characters that do not belong in a file name replaced.
-pub fn console_log_in(log_dir: &Path, name: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let safe = if safe.starts_with('.') {
-        format!("_{safe}")
-    } else {
-        safe
-    };
-    log_dir.join(safe).join("console.log")
 }
 
 /// Joins a relative path onto `base`; absolute paths stay as they are.
@@ -417,7 +429,7 @@ pub fn one_liner(args: OneLiner, cwd: &Path) -> Result<Target> {
         |n| n.to_string_lossy().into_owned(),
     );
     Ok(Target {
-        console_log: console_log_path(cwd, &name),
+        console_log: LogPath::in_share(cwd, &name),
         modules: args.modules.map(|m| resolve(cwd, &m)),
         name,
         kind: Kind::Kernel {

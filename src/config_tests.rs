@@ -74,7 +74,7 @@ mounts = { "/mnt/data" = { host_path = "data", writable = true }, "/opt/ro" = { 
     );
     assert_eq!(t.share_dir, Path::new("/proj"));
     assert_eq!(t.workdir, Path::new("/proj"));
-    assert_eq!(t.console_log, Path::new("/proj/.vmtest/k/console.log"));
+    assert_eq!(t.console_log.path(), Path::new("/proj/.vmtest/k/console.log"));
     assert_eq!(t.modules.as_deref(), Some(Path::new("/proj/mods")));
 }
 
@@ -269,13 +269,75 @@ fn sizes() {
 }
 
 #[test]
-fn console_log_names_are_safe() {
-    assert_eq!(
-        console_log_path(Path::new("/p"), "arm64/6.1 x"),
-        Path::new("/p/.vmtest/arm64_6.1_x/console.log")
+fn console_logs_are_one_per_target() {
+    let targets = parse_ok(
+        "[[target]]\nname = \"a/b\"\nkernel = \"/k\"\ncommand = \"x\"\n\
+         [[target]]\nname = \"a b\"\nkernel = \"/k\"\ncommand = \"x\"\n\
+         [[target]]\nname = \"a_b\"\nkernel = \"/k\"\ncommand = \"x\"\n",
     );
-    assert_eq!(
-        console_log_path(Path::new("/p"), ".."),
-        Path::new("/p/.vmtest/_../console.log")
+    let logs: Vec<PathBuf> = targets.iter().map(|t| t.console_log.path()).collect();
+    assert_eq!(logs[2], Path::new("/proj/.vmtest/a_b/console.log"));
+    assert_ne!(logs[0], logs[1]);
+    assert_ne!(logs[0], logs[2]);
+    assert_ne!(logs[1], logs[2]);
+    assert!(
+        logs[0].to_string_lossy().starts_with("/proj/.vmtest/a_b+"),
+        "{}",
+        logs[0].display()
     );
+}
+
+#[test]
+fn mount_paths_are_normalised() {
+    let mounts = |paths: &[&str]| {
+        let table: String = paths
+            .iter()
+            .map(|p| format!("{} = {{ host_path = \"/h\" }}\n", toml_key(p)))
+            .collect();
+        parse(
+            &format!("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"x\"\n[target.vm.mounts]\n{table}"),
+            Path::new(FILE),
+            Path::new("/proj"),
+        )
+        .map(|t| t[0].vm.mounts.iter().map(|m| m.guest_path.clone()).collect::<Vec<_>>())
+        .map_err(|e| format!("{e:#}"))
+    };
+    assert_eq!(
+        mounts(&["/mnt//data/./x/", "/opt/y"]).unwrap(),
+        ["/mnt/data/x", "/opt/y"]
+    );
+    let refused = [
+        (
+            "/mnt/../opt/x",
+            "target 'a': field 'vm.mounts': guest path '/mnt/../opt/x': '..' is not allowed",
+        ),
+        (
+            "/mnt//vmtest",
+            "target 'a': field 'vm.mounts': '/mnt//vmtest' is where vmtest shares",
+        ),
+        ("/mnt/vmtest/./sub/", "is where vmtest shares the config directory"),
+        ("/mnt/", "'/mnt/' would hide /mnt/vmtest"),
+        ("//", "guest path '//' must be an absolute path below /"),
+        (
+            "/mnt/it's",
+            r#"guest path "/mnt/it's": '\'' is not allowed in a mount path"#,
+        ),
+        ("/mnt/a\tb", "is not allowed in a mount path"),
+        ("/mnt/$(reboot)", "'$' is not allowed"),
+    ];
+    for (path, expected) in refused {
+        let err = mounts(&[path]).unwrap_err();
+        assert!(err.contains(expected), "{path}: {err}");
+    }
+    let err = mounts(&["/mnt/a", "/mnt//a/"]).unwrap_err();
+    assert!(
+        err.contains("'/mnt/a' is /mnt/a, which is mounted twice")
+            || err.contains("'/mnt//a/' is /mnt/a, which is mounted twice"),
+        "{err}"
+    );
+}
+
+/// A TOML key for `s`, quoted.
+fn toml_key(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }

@@ -1,92 +1,227 @@
-//! The guest's serial console log, read back by vmtest.
+//! The guest's serial console: relayed, kept and watched by vmtest.
 //!
-//! QEMU writes the console to a file; this module reads it: the last lines
-//! for error messages, and an incremental scan for a kernel panic, so that a
-//! panicking guest fails its target within moments even when the kernel was
-//! told not to reboot on panic. It never writes the log.
+//! QEMU sends the console to a FIFO in the VM's private directory (QEMU's
+//! `pipe` chardev writes `console.out` and reads `console.in`), never to a
+//! file the guest could reach. A pipe, unlike a Unix socket, packs the
+//! UART's one-byte writes into its buffer (1 MiB here), so a console thread
+//! that is scheduled late under load loses nothing. A [`Console`] thread
+//! reads it and
+//! appends it to the kept log file (opened by `log_path.rs`, up to
+//! [`LOG_LIMIT`], then a note and nothing more), keeps its last
+//! [`TAIL_BYTES`] in memory for error messages, and scans it for a kernel
+//! panic, so that a panicking guest fails its target within moments even
+//! when the kernel was told not to reboot on panic. vmtest never reads the
+//! log back from disk: the log is in the share, where the guest may replace
+//! it by a link to a host file or a FIFO.
 
-use std::fs;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The line the kernel prints when it panics.
 const PANIC: &str = "Kernel panic - not syncing";
 /// Lines shown before the panic line, which usually say why.
 const PANIC_CONTEXT: usize = 6;
+/// Most bytes of console written to the kept log.
+pub const LOG_LIMIT: u64 = 64 << 20;
+/// The end of the console kept in memory for error messages.
+pub const TAIL_BYTES: usize = 256 << 10;
 
-/// Follows a console log as QEMU appends to it.
-pub struct ConsoleWatch {
-    path: PathBuf,
-    pos: u64,
-    /// The end of the last read, to find a panic line split across reads.
+/// What the console thread has seen so far.
+#[derive(Default)]
+struct Seen {
+    tail: VecDeque<u8>,
+    /// The end of the stream so far, to find a panic line split across reads.
     carry: Vec<u8>,
     panic_seen: Option<Instant>,
+    /// QEMU has exited: what is left in the pipe is all there is.
+    qemu_gone: bool,
+    /// The thread has read everything and stopped.
+    ended: bool,
 }
 
-impl ConsoleWatch {
-    pub fn new(path: PathBuf) -> Self {
-        ConsoleWatch {
-            path,
-            pos: 0,
-            carry: Vec::new(),
-            panic_seen: None,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads what was appended since the last call; returns when a kernel
-    /// panic was first seen, if one was.
-    pub fn poll(&mut self) -> Option<Instant> {
-        if self.panic_seen.is_some() {
-            return self.panic_seen;
-        }
-        let mut fresh = Vec::new();
-        if let Ok(mut file) = fs::File::open(&self.path)
-            && file.seek(SeekFrom::Start(self.pos)).is_ok()
-        {
-            let _ = file.read_to_end(&mut fresh);
-        }
-        if fresh.is_empty() {
-            return None;
-        }
-        self.pos += fresh.len() as u64;
+impl Seen {
+    fn push(&mut self, bytes: &[u8]) {
         let mut window = std::mem::take(&mut self.carry);
-        window.extend_from_slice(&fresh);
-        if memchr::memmem::find(&window, PANIC.as_bytes()).is_some() {
+        window.extend_from_slice(bytes);
+        if self.panic_seen.is_none() && memchr::memmem::find(&window, PANIC.as_bytes()).is_some() {
             self.panic_seen = Some(Instant::now());
         }
         let keep = window.len().saturating_sub(PANIC.len());
         self.carry = window.split_off(keep);
-        self.panic_seen
+        let bytes = &bytes[bytes.len().saturating_sub(TAIL_BYTES)..];
+        let overflow = (self.tail.len() + bytes.len()).saturating_sub(TAIL_BYTES);
+        self.tail.drain(..overflow);
+        self.tail.extend(bytes);
     }
+
+    fn lines(&self) -> Vec<String> {
+        let (front, back) = self.tail.as_slices();
+        lines_of(&[front, back].concat())
+    }
+}
+
+/// The guest's console, as the console thread relays it.
+pub struct Console {
+    seen: Arc<Mutex<Seen>>,
+    /// The kept log, until the thread takes it.
+    log: Option<File>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Console {
+    /// A console whose log, if any, goes to `log`; nothing is read until
+    /// [`Console::attach`].
+    pub fn new(log: Option<File>) -> Console {
+        Console {
+            seen: Arc::default(),
+            log,
+            thread: None,
+        }
+    }
+
+    /// Starts relaying the console from `pipe`, the read end of QEMU's
+    /// console FIFO (opened non-blocking).
+    pub fn attach(&mut self, pipe: File) {
+        let seen = Arc::clone(&self.seen);
+        let log = self.log.take();
+        self.thread = Some(std::thread::spawn(move || relay(pipe, log, &seen)));
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When a kernel panic was first seen, if one was.
+    pub fn panic_seen(&self) -> Option<Instant> {
+        self.seen().panic_seen
+    }
+
+    /// Once QEMU has exited: waits up to `limit` for the thread to read
+    /// what is left in the pipe, so the tail holds everything the guest
+    /// printed.
+    pub fn finish(&self, limit: Duration) {
+        self.seen().qemu_gone = true;
+        let deadline = Instant::now() + limit;
+        while self.thread.is_some() && !self.seen().ended && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The last `lines` lines of the console.
+    pub fn tail(&self, lines: usize) -> String {
+        let all = self.seen().lines();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The kernel's last panic message with the lines leading up to it, if
+    /// the guest panicked.
+    pub fn panic_lines(&self) -> Option<String> {
+        panic_in(&self.seen().lines())
+    }
+}
+
+impl Drop for Console {
+    /// Lets the thread finish the log (QEMU is gone when a VM drops this).
+    fn drop(&mut self) {
+        self.finish(Duration::from_secs(1));
+        if self.seen().ended
+            && let Some(thread) = self.thread.take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Copies the console from `pipe` into `seen` and `log` until QEMU is gone
+/// and the pipe is empty. A FIFO reads as end-of-file while it has no
+/// writer, before QEMU opens it as well as after QEMU exits, so only
+/// `qemu_gone` says the stream is over.
+fn relay(mut pipe: impl Read + AsRawFd, mut log: Option<File>, seen: &Mutex<Seen>) {
+    let lock = || seen.lock().unwrap_or_else(|e| e.into_inner());
+    let mut written: u64 = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match pipe.read(&mut chunk) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => break,
+        };
+        if n == 0 {
+            if lock().qemu_gone {
+                break;
+            }
+            wait_readable(&pipe, Duration::from_millis(20));
+            continue;
+        }
+        let bytes = &chunk[..n];
+        if let Some(file) = &mut log {
+            let room = usize::try_from(LOG_LIMIT - written).unwrap_or(usize::MAX);
+            let part = &bytes[..n.min(room)];
+            let mut result = file.write_all(part);
+            written += part.len() as u64;
+            if result.is_ok() && written >= LOG_LIMIT {
+                let note = format!(
+                    "\n[vmtest: console log cut at {} MiB; the rest was dropped]\n",
+                    LOG_LIMIT >> 20
+                );
+                result = file.write_all(note.as_bytes()).and(Err(io::Error::other("full")));
+            }
+            if result.is_err() {
+                log = None;
+            }
+        }
+        lock().push(bytes);
+    }
+    lock().ended = true;
+}
+
+/// Waits until `pipe` has data, at most `limit`. Without a writer a FIFO
+/// polls as hung up at once, so that case sleeps the whole `limit`.
+fn wait_readable(pipe: &impl AsRawFd, limit: Duration) {
+    let mut fd = libc::pollfd {
+        fd: pipe.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = limit.as_millis() as libc::c_int;
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+    if ready > 0 && fd.revents & libc::POLLIN == 0 {
+        std::thread::sleep(limit);
+    }
+}
+
+/// Makes `fd` non-blocking and, where the system allows, gives the pipe a
+/// 1 MiB buffer.
+pub fn prepare_pipe(pipe: &impl AsRawFd) -> io::Result<()> {
+    let fd = pipe.as_raw_fd();
+    // SAFETY: fcntl on a valid fd, with integer arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    Ok(())
 }
 
 /// The console's text with carriage returns, terminal escape sequences
 /// (firmware screens and systemd's colours) and blank lines removed, so it
 /// can be shown in an error without steering the user's terminal.
-fn read_lines(path: &Path) -> Vec<String> {
-    let bytes = fs::read(path).unwrap_or_default();
-    strip_escapes(&String::from_utf8_lossy(&bytes))
+fn lines_of(bytes: &[u8]) -> Vec<String> {
+    strip_escapes(&String::from_utf8_lossy(bytes))
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// The last `lines` lines of a console log.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let all = read_lines(path);
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The kernel's last panic message with the lines leading up to it, if the
-/// guest panicked.
-pub fn panic_lines(path: &Path) -> Option<String> {
-    panic_in(&read_lines(path))
 }
 
 /// `text` without ANSI escape sequences (CSI `ESC [ ... final`, OSC
@@ -125,20 +260,37 @@ fn panic_in(lines: &[String]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A console fed `pieces` through a pipe; returns it once QEMU is
+    /// "gone" and the pipe read, with the log written to `log`.
+    fn feed(pieces: &[&[u8]], log: Option<File>) -> Console {
+        let (ours, mut qemu) = std::io::pipe().unwrap();
+        prepare_pipe(&ours).unwrap();
+        let mut console = Console::new(log);
+        console.attach(File::from(std::os::fd::OwnedFd::from(ours)));
+        for piece in pieces {
+            qemu.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(qemu);
+        console.finish(Duration::from_secs(5));
+        console
+    }
+
     #[test]
     fn finds_a_panic_split_across_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        fs::write(&path, "booting\r\nKernel pan").unwrap();
-        let mut watch = ConsoleWatch::new(path.clone());
-        assert_eq!(watch.poll(), None);
-        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut file, b"ic - not syncing: Attempted to kill init!\r\n").unwrap();
-        assert!(watch.poll().is_some());
+        let console = feed(
+            &[
+                b"booting\r\nKernel pan",
+                b"ic - not syncing: Attempted to kill init!\r\n",
+            ],
+            None,
+        );
+        assert!(console.panic_seen().is_some());
         assert_eq!(
-            panic_lines(&path).unwrap(),
+            console.panic_lines().unwrap(),
             "booting\nKernel panic - not syncing: Attempted to kill init!"
         );
+        assert_eq!(feed(&[b"fine\n"], None).panic_seen(), None);
     }
 
     #[test]
@@ -155,24 +307,85 @@ mod tests {
 
     #[test]
     fn tail_drops_terminal_escapes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c");
         let log = "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16)\r\n\
                    [\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mudev\x1b[0m.\r\n\
                    \x1b]0;title\x07\x1bM\x1b[Kdone\tok\x08\n";
-        fs::write(&path, log).unwrap();
         assert_eq!(
-            tail(&path, 5),
+            feed(&[log.as_bytes()], None).tail(5),
             "SeaBIOS (version 1.16)\n[  OK  ] Started udev.\ndone\tok"
         );
     }
 
     #[test]
     fn tail_skips_blank_lines() {
+        assert_eq!(feed(&[b"a\r\n\r\nb\nc\n"], None).tail(2), "b\nc");
+        assert_eq!(Console::new(None).tail(2), "");
+    }
+
+    #[test]
+    fn the_log_gets_everything_and_memory_only_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c");
-        fs::write(&path, "a\r\n\r\nb\nc\n").unwrap();
-        assert_eq!(tail(&path, 2), "b\nc");
-        assert_eq!(tail(&dir.path().join("missing"), 2), "");
+        let path = dir.path().join("console.log");
+        let big = vec![b'x'; TAIL_BYTES];
+        let console = feed(&[b"first\n", &big, b"\nlast\n"], Some(File::create(&path).unwrap()));
+        drop(console);
+        let logged = std::fs::read(&path).unwrap();
+        assert_eq!(logged.len(), 6 + TAIL_BYTES + 6);
+        assert!(logged.starts_with(b"first\nxx") && logged.ends_with(b"x\nlast\n"));
+        let console = feed(&[b"first\n", &big, b"\nlast\n"], None);
+        assert_eq!(console.seen().tail.len(), TAIL_BYTES);
+        assert!(!console.tail(1000).contains("first"));
+        assert!(console.tail(1).contains("last"));
+    }
+
+    #[test]
+    fn output_written_before_the_reader_starts_is_kept() {
+        let (ours, mut qemu) = std::io::pipe().unwrap();
+        prepare_pipe(&ours).unwrap();
+        let early = vec![b'e'; 200 * 1024];
+        for byte in &early {
+            // One byte per write, like an emulated UART.
+            qemu.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+        let mut console = Console::new(None);
+        console.attach(File::from(std::os::fd::OwnedFd::from(ours)));
+        qemu.write_all(b"\nlate\n").unwrap();
+        drop(qemu);
+        console.finish(Duration::from_secs(5));
+        assert_eq!(console.seen().tail.len(), early.len() + 6);
+        assert_eq!(console.tail(1), "late");
+    }
+
+    #[test]
+    fn the_log_stops_at_its_limit_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let seen = Mutex::new(Seen {
+            qemu_gone: true,
+            ..Seen::default()
+        });
+        /// Much output, then an empty non-blocking pipe.
+        struct Endless(std::io::Take<std::io::Repeat>);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl AsRawFd for Endless {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                0
+            }
+        }
+        let endless = Endless(std::io::repeat(b'y').take(LOG_LIMIT + (1 << 20)));
+        relay(endless, Some(File::create(&path).unwrap()), &seen);
+        let logged = std::fs::metadata(&path).unwrap().len();
+        let note = "\n[vmtest: console log cut at 64 MiB; the rest was dropped]\n";
+        assert_eq!(logged, LOG_LIMIT + note.len() as u64);
+        let mut file = File::open(&path).unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(LOG_LIMIT)).unwrap();
+        let mut end = String::new();
+        file.read_to_string(&mut end).unwrap();
+        assert_eq!(end, note);
+        assert!(seen.lock().unwrap().ended);
     }
 }

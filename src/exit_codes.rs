@@ -62,7 +62,8 @@ pub fn single(outcome: &Outcome) -> i32 {
         Outcome::Passed => SUCCESS,
         // Codes outside 1..=255 cannot be exit codes; keep them failures.
         Outcome::Failed { code } => i32::try_from(*code).ok().filter(|c| (1..=255).contains(c)).unwrap_or(1),
-        Outcome::Signaled { signal } => (128 + *signal).clamp(129, 255) as i32,
+        // The agent's number is the guest's word: saturate, never overflow.
+        Outcome::Signaled { signal } => 128i64.saturating_add(*signal).clamp(129, 255) as i32,
         Outcome::TimedOut { .. } => TIMED_OUT,
         Outcome::Error { .. } => INFRASTRUCTURE,
         Outcome::Interrupted { signal } => interrupted(*signal),
@@ -98,6 +99,8 @@ mod tests {
         assert_eq!(fold(&results(vec![Outcome::Failed { code: 12 }])), 12);
         assert_eq!(fold(&results(vec![Outcome::Failed { code: 256 }])), 1);
         assert_eq!(fold(&results(vec![Outcome::Signaled { signal: 9 }])), 137);
+        assert_eq!(fold(&results(vec![Outcome::Signaled { signal: i64::MAX }])), 255);
+        assert_eq!(fold(&results(vec![Outcome::Signaled { signal: i64::MIN }])), 129);
         assert_eq!(fold(&results(vec![Outcome::TimedOut { secs: 1 }])), 124);
         let error = Outcome::Error {
             message: "no kernel".into(),

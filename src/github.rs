@@ -2,7 +2,10 @@
 //!
 //! When `GITHUB_ACTIONS=true`, vmtest speaks GitHub's workflow-command
 //! language: a collapsible `::group::` around each target's output (drawn by
-//! `report.rs`), an `::error` annotation per failed target, and a Markdown
+//! `report.rs`), inside which workflow commands are switched off
+//! (`::stop-commands::TOKEN` … `::TOKEN::`, with a token the guest cannot
+//! guess) so that the guest's `::error::`, `::add-mask::` or `::endgroup::`
+//! lines are shown, not obeyed; an `::error` annotation per failed target, and a Markdown
 //! table of all targets appended to the file named by `$GITHUB_STEP_SUMMARY`
 //! (both written by `publish.rs`). This module only builds the strings, with
 //! GitHub's escaping, so tests compare them whole; it reads nothing and
@@ -26,6 +29,22 @@ pub fn group_start(name: &str) -> String {
 /// The line closing the current group.
 pub fn group_end() -> String {
     "::endgroup::".to_string()
+}
+
+/// The line after which the runner obeys no workflow command until
+/// [`resume_commands`] with the same token.
+pub fn stop_commands(token: &str) -> String {
+    format!("::stop-commands::{token}")
+}
+
+/// The line that turns workflow commands back on.
+pub fn resume_commands(token: &str) -> String {
+    format!("::{token}::")
+}
+
+/// A fresh token for [`stop_commands`].
+pub fn new_token() -> String {
+    crate::relay::random_hex()
 }
 
 /// An `::error` annotation for a target that did not pass, titled
@@ -119,6 +138,10 @@ mod tests {
         assert_eq!(group_start("=== a (kernel /k)"), "::group::=== a (kernel /k)");
         assert_eq!(group_start("two\nlines 100%"), "::group::two%0Alines 100%25");
         assert_eq!(group_end(), "::endgroup::");
+        assert_eq!(stop_commands("abc"), "::stop-commands::abc");
+        assert_eq!(resume_commands("abc"), "::abc::");
+        assert_eq!(new_token().len(), 32);
+        assert_ne!(new_token(), new_token());
     }
 
     #[test]

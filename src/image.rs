@@ -234,7 +234,7 @@ pub fn image_argv(
         escape_opt(image),
         format.name()
     ));
-    args.extend(qemu::console_args(&paths.console_log));
+    args.extend(qemu::console_args(&paths.console_pipe));
     args.extend(qemu::serial_ports_args(arch, paths));
     args.extend(qemu::share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
     args.extend(qemu::mount_args(arch, &target.vm.mounts));

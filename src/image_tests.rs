@@ -20,7 +20,7 @@ fn paths() -> VmPaths {
         stdin_socket: "/run/v/stdin.sock".into(),
         stdout_socket: "/run/v/stdout.sock".into(),
         stderr_socket: "/run/v/stderr.sock".into(),
-        console_log: "/run/v/console.log".into(),
+        console_pipe: "/run/v/console".into(),
     }
 }
 
@@ -134,7 +134,7 @@ fn missing_ovmf_lists_every_path_and_the_packages() {
 
 const COMMON_TAIL: &[&str] = &[
     "-chardev",
-    "file,id=console,path=/run/v/console.log",
+    "pipe,id=console,path=/run/v/console",
     "-serial",
     "chardev:console",
     "-device",
@@ -252,11 +252,11 @@ fn uefi_argv_is_exact() {
 fn setup_checks_9p_then_mounts_the_share_and_each_mount() {
     let t = target(
         "[target.vm.mounts.\"/data\"]\nhost_path = \"/srv/ro\"\n\
-         [target.vm.mounts.\"/opt/it's\"]\nhost_path = \"/srv/rw\"\nwritable = true\n",
+         [target.vm.mounts.\"/opt/it is\"]\nhost_path = \"/srv/rw\"\nwritable = true\n",
     );
     let steps = setup_steps(&t.vm.mounts);
     let what: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
-    assert_eq!(what, ["mounting /mnt/vmtest", "mounting /data", "mounting /opt/it's"]);
+    assert_eq!(what, ["mounting /mnt/vmtest", "mounting /data", "mounting /opt/it is"]);
     assert!(steps.iter().all(|s| s.path == "/bin/sh" && s.args[0] == "-c"));
     assert!(steps[0].args[1].starts_with(CHECK_9P));
     assert!(CHECK_9P.contains("the image needs the 9p modules (9p, 9pnet_virtio)"));
@@ -271,7 +271,7 @@ fn setup_checks_9p_then_mounts_the_share_and_each_mount() {
     );
     assert_eq!(
         steps[2].args[1],
-        format!(r"mkdir -p '/opt/it'\''s' && mount -t 9p -o {opts},rw vmtest_m1 '/opt/it'\''s'")
+        format!("mkdir -p '/opt/it is' && mount -t 9p -o {opts},rw vmtest_m1 '/opt/it is'")
     );
 }
 

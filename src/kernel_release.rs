@@ -44,7 +44,8 @@ fn from_setup_header(bytes: &[u8]) -> Option<String> {
     if bytes.get(HDRS_OFFSET..HDRS_OFFSET + 4)? != b"HdrS" {
         return None;
     }
-    let ptr = u16::from_le_bytes([bytes[VERSION_PTR_OFFSET], bytes[VERSION_PTR_OFFSET + 1]]);
+    let ptr = bytes.get(VERSION_PTR_OFFSET..VERSION_PTR_OFFSET + 2)?;
+    let ptr = u16::from_le_bytes([ptr[0], ptr[1]]);
     if ptr == 0 {
         return None;
     }
@@ -117,5 +118,19 @@ mod tests {
     fn no_release_in_other_files() {
         assert_eq!(from_bytes(b"just some bytes"), None);
         assert_eq!(from_bytes(&bzimage("")), None);
+    }
+
+    #[test]
+    fn a_truncated_bzimage_has_no_release() {
+        let image = bzimage("6.1.0-56-amd64 #1");
+        for len in [
+            HDRS_OFFSET + 4,
+            VERSION_PTR_OFFSET,
+            VERSION_PTR_OFFSET + 1,
+            0x300,
+            0x3004,
+        ] {
+            assert_eq!(from_bytes(&image[..len]), None, "{len} bytes");
+        }
     }
 }

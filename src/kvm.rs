@@ -7,13 +7,17 @@
 //! writes to QEMU's `isa-debug-exit` port: QEMU exits with status 3 within
 //! milliseconds if and only if KVM really runs guest code with that CPU model.
 //! Anything else (an abort, a hang past the deadline) means TCG, with the
-//! reason for the caller to print as a warning.
+//! reason for the caller to print as a warning. Only a definite verdict is
+//! remembered (KVM ran the probe, or QEMU exited or aborted on its own); a
+//! probe that timed out (a loaded host), was interrupted or was killed by
+//! some other signal is asked again next run.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::qemu::Accel;
 
@@ -68,44 +72,63 @@ pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
         };
     }
     let cache = cache_file(qemu, cpu);
-    let result = match cache.as_deref().and_then(|path| std::fs::read_to_string(path).ok()) {
+    let cached = cache.as_deref().and_then(|path| std::fs::read_to_string(path).ok());
+    let verdict = match cached {
         Some(cached) => {
             log::debug!(
                 "KVM probe result from {}: {cached}",
                 cache.as_deref().unwrap_or(Path::new("")).display()
             );
             match cached.strip_prefix("fail: ") {
-                Some(reason) => Err(anyhow::anyhow!("{}", reason.trim())),
-                None => Ok(()),
+                Some(reason) => Probe::Broken(reason.trim().to_string()),
+                None => Probe::Works,
             }
         }
         None => {
             let started = Instant::now();
-            let result = probe(qemu, cpu);
-            log::debug!(
-                "KVM probe took {:?}: {:?}",
-                started.elapsed(),
-                result.as_ref().map_err(|e| format!("{e:#}"))
-            );
+            let verdict = probe(qemu, cpu).unwrap_or_else(|e| Probe::Unsure(format!("{e:#}")));
+            log::debug!("KVM probe took {:?}: {verdict:?}", started.elapsed());
             if let Some(path) = &cache {
-                let text = match &result {
-                    Ok(()) => "ok\n".to_string(),
-                    Err(e) => format!("fail: {e:#}\n"),
-                };
-                let _ = path.parent().map(std::fs::create_dir_all);
-                let _ = std::fs::write(path, text);
+                remember(path, &verdict);
             }
-            result
+            verdict
         }
     };
-    match result {
-        Ok(()) => Choice {
+    match verdict {
+        Probe::Works => Choice {
             accel: Accel::Kvm,
             warning: None,
         },
-        Err(e) => tcg(Some(format!(
-            "KVM is present but does not work here ({e:#}); using TCG, which is much slower"
+        Probe::Broken(reason) | Probe::Unsure(reason) => tcg(Some(format!(
+            "KVM is present but does not work here ({reason}); using TCG, which is much slower"
         ))),
+    }
+}
+
+/// What the probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Probe {
+    /// KVM ran the probe's code.
+    Works,
+    /// QEMU exited or aborted by itself: KVM does not work with this CPU
+    /// model, and will not while the host runs.
+    Broken(String),
+    /// No verdict (timed out, interrupted, killed from outside): use TCG
+    /// this time, ask again next run.
+    Unsure(String),
+}
+
+/// Writes a definite verdict to the cache atomically (a temporary file
+/// renamed over the name), so a reader never sees half of it.
+fn remember(path: &Path, verdict: &Probe) {
+    let text = match verdict {
+        Probe::Works => "ok\n".to_string(),
+        Probe::Broken(reason) => format!("fail: {reason}\n"),
+        Probe::Unsure(_) => return,
+    };
+    let _ = path.parent().map(std::fs::create_dir_all);
+    if let Err(e) = crate::safe_fs::replace(path, text.as_bytes()) {
+        log::debug!("cannot remember the KVM verdict in {}: {e}", path.display());
     }
 }
 
@@ -134,7 +157,7 @@ fn probe_firmware() -> Vec<u8> {
     image
 }
 
-fn probe(qemu: &Path, cpu: &str) -> Result<()> {
+fn probe(qemu: &Path, cpu: &str) -> Result<Probe> {
     let dir = tempfile::Builder::new()
         .prefix("vmtest-kvm.")
         .tempdir()
@@ -142,14 +165,17 @@ fn probe(qemu: &Path, cpu: &str) -> Result<()> {
     crate::janitor::register(dir.path());
     let firmware = dir.path().join("probe.bin");
     std::fs::write(&firmware, probe_firmware()).context("writing the probe firmware")?;
-    let mut child = Command::new(qemu)
+    let mut command = Command::new(qemu);
+    command
         .args(["-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc"])
         .args(["-accel", "kvm", "-cpu", cpu, "-m", "16", "-bios"])
         .arg(&firmware)
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::vm::die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", qemu.display()))?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
@@ -157,23 +183,41 @@ fn probe(qemu: &Path, cpu: &str) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if Instant::now() >= deadline {
+        let interrupted = crate::interrupt::received().is_some();
+        if interrupted || Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("a test guest ran no code within {}s", PROBE_TIMEOUT.as_secs());
+            return Ok(Probe::Unsure(match interrupted {
+                true => "the self-test was interrupted".to_string(),
+                false => format!("a test guest ran no code within {}s", PROBE_TIMEOUT.as_secs()),
+            }));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    if status.code() == Some(PROBE_EXIT_STATUS) {
-        return Ok(());
-    }
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         use std::io::Read;
         let _ = pipe.read_to_string(&mut stderr);
     }
+    if crate::interrupt::received().is_some() {
+        return Ok(Probe::Unsure("the self-test was interrupted".to_string()));
+    }
+    Ok(judge(status, &stderr, cpu))
+}
+
+/// The verdict of a probe QEMU that ended with `status`: status 3 means KVM
+/// ran the firmware; another exit code or an abort (QEMU's assertion
+/// failures) is QEMU's own verdict; any other signal came from outside.
+fn judge(status: ExitStatus, stderr: &str, cpu: &str) -> Probe {
+    if status.code() == Some(PROBE_EXIT_STATUS) {
+        return Probe::Works;
+    }
     let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-    bail!("QEMU with -cpu {cpu} failed: {}", first.trim())
+    let reason = format!("QEMU with -cpu {cpu} failed: {}", first.trim());
+    match status.signal() {
+        None | Some(libc::SIGABRT) => Probe::Broken(reason),
+        Some(signal) => Probe::Unsure(format!("QEMU with -cpu {cpu} was killed by signal {signal}")),
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +229,36 @@ mod tests {
         let image = probe_firmware();
         assert_eq!(image.len(), 65536);
         assert_eq!(&image[0xFFF0..0xFFF7], &[0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]);
+    }
+
+    #[test]
+    fn only_definite_verdicts_are_judged_so() {
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        let killed = ExitStatus::from_raw;
+        assert_eq!(judge(exited(3), "", "host"), Probe::Works);
+        let msr = "qemu: error: failed to set MSR 0x10a\nmore";
+        let broken = Probe::Broken("QEMU with -cpu host failed: qemu: error: failed to set MSR 0x10a".into());
+        assert_eq!(judge(exited(1), msr, "host"), broken);
+        assert_eq!(judge(killed(libc::SIGABRT), msr, "host"), broken);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL, libc::SIGSEGV] {
+            assert!(
+                matches!(judge(killed(signal), "", "host"), Probe::Unsure(_)),
+                "{signal}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_definite_verdicts_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvm/0123");
+        remember(&path, &Probe::Unsure("a test guest ran no code within 5s".into()));
+        assert!(!path.exists());
+        remember(&path, &Probe::Broken("QEMU aborted".into()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "fail: QEMU aborted\n");
+        remember(&path, &Probe::Works);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "ok\n");
+        assert_eq!(std::fs::read_dir(dir.path().join("kvm")).unwrap().count(), 1);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! `--partition` (`partition`) or shown by `--list` (`listing`). The runner
 //! (`runner`) turns each target into a `launch` (`kernel` with `modules`,
 //! `initramfs`, `kernel_release`; or `image`), boots it (`vm`, `qemu`,
-//! `kvm` with its verdicts in `cache`, `console`, `janitor`), talks to the guest (`agent`, `guest`,
+//! `kvm` with its verdicts in `cache`, `console` with its kept log placed by
+//! `log_path`, `janitor`), talks to the guest (`agent`, `guest`,
 //! `guest_init`, `initramfs_init`, `relay`, `shell`) and returns results with
 //! captured output (`capture`). The reporter prints as things happen
 //! (`report`, words from `render`), reports beyond the terminal are written
-//! (`publish`: `junit`, `json_report`, `github`), Ctrl-C is caught
+//! (`publish`: `junit`, `json_report`, `github`; files the guest can reach
+//! are written through `safe_fs`), Ctrl-C is caught
 //! (`interrupt`), and the results fold into the exit code (`exit_codes`).
 
 mod agent;
@@ -34,6 +36,7 @@ mod kernel_release;
 mod kvm;
 mod launch;
 mod listing;
+mod log_path;
 mod modules;
 mod partition;
 mod publish;
@@ -42,6 +45,7 @@ mod relay;
 mod render;
 mod report;
 mod runner;
+mod safe_fs;
 mod shell;
 mod stdin;
 mod vm;
@@ -185,7 +189,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
     if let Some(dir) = &args.log_dir {
         let dir = config::resolve(&cwd, dir);
         for target in &mut targets {
-            target.console_log = config::console_log_in(&dir, &target.name);
+            target.console_log = log_path::LogPath::in_dir(&dir, &target.name);
         }
     }
     if let Some(timeout) = args.timeout {

@@ -10,15 +10,20 @@
 //! instead of stopping at the first, so one unwritable file costs no other
 //! report. The documents themselves come from `junit.rs`, `json_report.rs`
 //! and `github.rs`.
+//!
+//! A report path may lie in the share, where the guest can plant a symlink:
+//! the JUnit and JSON files are replaced whole (a temporary file renamed
+//! over the name, which replaces a link instead of writing through it), and
+//! the step summary, which is appended to, is refused if it is a link or not
+//! a regular file (`safe_fs.rs`).
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::runner::TargetResult;
-use crate::{github, json_report, junit};
+use crate::{github, json_report, junit, safe_fs};
 
 /// Where a run's results go once it ends.
 #[derive(Debug, Clone, Default)]
@@ -45,11 +50,11 @@ impl Publish {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("{what} {}: creating its directory", path.display()))?;
             }
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .with_context(|| format!("{what} {}: cannot write", path.display()))?;
+            let writable = match report {
+                Report::Junit | Report::Json => safe_fs::check_replaceable(path),
+                Report::StepSummary => safe_fs::open_append(path).map(drop),
+            };
+            writable.with_context(|| format!("{what} {}: cannot write", path.display()))?;
         }
         Ok(())
     }
@@ -67,8 +72,12 @@ impl Publish {
     ) -> Vec<anyhow::Error> {
         let mut problems = Vec::new();
         if self.json_on_stdout {
-            let _ = stdout.write_all(json_report::render(results, planned).as_bytes());
-            let _ = stdout.flush();
+            let written = stdout
+                .write_all(json_report::render(results, planned).as_bytes())
+                .and_then(|()| stdout.flush());
+            if let Err(e) = written {
+                problems.push(anyhow::anyhow!("JSON report on stdout: cannot write: {e}"));
+            }
         }
         if self.github {
             let sink = if self.json_on_stdout { stderr } else { stdout };
@@ -79,8 +88,8 @@ impl Publish {
         }
         for (report, path) in self.files() {
             let written = match report {
-                Report::Junit => std::fs::write(path, junit::render(results, &self.suite)),
-                Report::Json => std::fs::write(path, json_report::render(results, planned)),
+                Report::Junit => safe_fs::replace(path, junit::render(results, &self.suite).as_bytes()),
+                Report::Json => safe_fs::replace(path, json_report::render(results, planned).as_bytes()),
                 Report::StepSummary => append(path, &github::step_summary(results)),
             };
             if let Err(e) = written {
@@ -126,8 +135,7 @@ impl Report {
 }
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file: File = OpenOptions::new().append(true).create(true).open(path)?;
-    file.write_all(text.as_bytes())
+    safe_fs::open_append(path)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]
@@ -184,6 +192,68 @@ mod tests {
         assert!(
             problem.starts_with(&format!("JUnit report {}: cannot write: ", dir.path().display())),
             "{problem}"
+        );
+    }
+
+    #[test]
+    fn planted_links_are_replaced_or_refused_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "precious").unwrap();
+        let link = |name: &str| {
+            let path = dir.path().join(name);
+            std::os::unix::fs::symlink(&precious, &path).unwrap();
+            path
+        };
+        let publish = Publish {
+            junit: Some(link("junit.xml")),
+            json: Some(link("report.json")),
+            ..Publish::default()
+        };
+        publish.prepare().unwrap();
+        let problems = publish.publish(&sample_results(), 3, &mut Vec::new(), &mut Vec::new());
+        assert!(problems.is_empty(), "{problems:?}");
+        for path in [publish.junit.as_ref().unwrap(), publish.json.as_ref().unwrap()] {
+            assert!(std::fs::symlink_metadata(path).unwrap().is_file());
+        }
+        let summary = Publish {
+            step_summary: Some(link("summary.md")),
+            github: true,
+            ..Publish::default()
+        };
+        let error = format!("{:#}", summary.prepare().unwrap_err());
+        assert!(
+            error.contains("summary.md: cannot write: is a symbolic link"),
+            "{error}"
+        );
+        let problems = summary.publish(&sample_results(), 3, &mut Vec::new(), &mut Vec::new());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious");
+    }
+
+    #[test]
+    fn json_on_a_stdout_that_cannot_be_written_is_a_problem() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let publish = Publish {
+            json_on_stdout: true,
+            ..Publish::default()
+        };
+        let problems = publish.publish(&sample_results(), 3, &mut Broken, &mut Vec::new());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("JSON report on stdout: cannot write: "),
+            "{}",
+            problems[0]
         );
     }
 

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Mount, Target};
+use crate::config::{Kind, Mount, Target};
 
 /// Guest-side name of the guest agent's virtio-serial port.
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
@@ -41,7 +41,9 @@ pub struct VmPaths {
     pub stdin_socket: PathBuf,
     pub stdout_socket: PathBuf,
     pub stderr_socket: PathBuf,
-    pub console_log: PathBuf,
+    /// The serial console's FIFOs, without their `.in` / `.out` (vmtest
+    /// reads `.out` and writes the log, not QEMU).
+    pub console_pipe: PathBuf,
 }
 
 /// The 9p mount tag of the `index`-th extra mount.
@@ -163,11 +165,12 @@ pub fn serial_ports_args(arch: &str, paths: &VmPaths) -> Vec<String> {
     args
 }
 
-/// The guest's first serial port, written to a log file.
-pub fn console_args(console_log: &Path) -> Vec<String> {
+/// The guest's first serial port, on the FIFOs `pipe.in` and `pipe.out`
+/// that vmtest made (QEMU writes `.out`; nothing is ever written to `.in`).
+pub fn console_args(pipe: &Path) -> Vec<String> {
     vec![
         "-chardev".into(),
-        format!("file,id=console,path={}", escape_opt(&console_log.to_string_lossy())),
+        format!("pipe,id=console,path={}", escape_opt(&pipe.to_string_lossy())),
         "-serial".into(),
         "chardev:console".into(),
     ]
@@ -203,9 +206,10 @@ pub fn kernel_argv(
         args.extend(["-initrd".into(), initrd.to_string_lossy().into_owned()]);
     }
     args.extend(["-append".into(), cmdline.to_string()]);
-    args.extend(console_args(&paths.console_log));
+    args.extend(console_args(&paths.console_pipe));
     args.extend(serial_ports_args(arch, paths));
-    args.extend(share_args(arch, "root", ROOT_TAG, rootfs, true));
+    let root_writable = !root_read_only(target);
+    args.extend(share_args(arch, "root", ROOT_TAG, rootfs, root_writable));
     args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
     if let Some(modules) = extras.modules {
         args.extend(share_args(arch, "modules", MODULES_TAG, modules, false));
@@ -213,6 +217,23 @@ pub fn kernel_argv(
     args.extend(mount_args(arch, &target.vm.mounts));
     args.extend(target.vm.extra_args.iter().cloned());
     args
+}
+
+/// Whether the target's kernel arguments mount the root read-only: the last
+/// `ro` or `rw` among them is `ro` (the kernel lets the last one win, and
+/// vmtest's own `rw` comes first). The root share is then exported
+/// read-only too, so guest root cannot remount it read-write.
+pub fn root_read_only(target: &Target) -> bool {
+    let Kind::Kernel { kernel_args, .. } = &target.kind else {
+        return false;
+    };
+    kernel_args
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .rev()
+        .find(|word| *word == "ro" || *word == "rw")
+        == Some("ro")
 }
 
 /// The 9p shares of the `vm.mounts` entries.
@@ -236,7 +257,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Kind, OneLiner, one_liner};
+    use crate::config::{OneLiner, one_liner};
 
     fn target() -> Target {
         let args = OneLiner {
@@ -254,7 +275,7 @@ mod tests {
             stdin_socket: "/run/v/stdin.sock".into(),
             stdout_socket: "/run/v/stdout.sock".into(),
             stderr_socket: "/run/v/stderr.sock".into(),
-            console_log: "/run/v/console.log".into(),
+            console_pipe: "/run/v/console".into(),
         }
     }
 
@@ -303,7 +324,7 @@ mod tests {
             "-append",
             "CMDLINE",
             "-chardev",
-            "file,id=console,path=/run/v/console.log",
+            "pipe,id=console,path=/run/v/console",
             "-serial",
             "chardev:console",
             "-device",
@@ -376,6 +397,64 @@ mod tests {
             BootExtras::default(),
         );
         assert!(!plain.iter().any(|a| a == "-initrd" || a.contains("vmtest_modules")));
+    }
+
+    #[test]
+    fn ro_in_the_kernel_args_exports_the_root_read_only() {
+        let root_share = |kernel_args: Option<&str>| {
+            let mut t = target();
+            if let Kind::Kernel { kernel_args: args, .. } = &mut t.kind {
+                *args = kernel_args.map(str::to_string);
+            }
+            let argv = kernel_argv(
+                &t,
+                Path::new("/k"),
+                "C",
+                Path::new("/"),
+                &paths(),
+                Accel::Tcg,
+                BootExtras::default(),
+            );
+            let root = argv.iter().position(|a| a.starts_with("local,id=root,")).unwrap();
+            argv[root - 1..root + 4].to_vec()
+        };
+        assert_eq!(
+            root_share(Some("quiet ro")),
+            [
+                "-fsdev",
+                "local,id=root,path=/,security_model=none,multidevs=remap,readonly=on",
+                "-device",
+                "virtio-9p-pci,fsdev=root,mount_tag=vmtest_root",
+                "-fsdev",
+            ]
+        );
+        // The share stays writable: only the root follows `ro`.
+        let share = "local,id=share,path=/work,security_model=none,multidevs=remap";
+        assert_eq!(root_share(Some("ro"))[4..], ["-fsdev"]);
+        let writable = "local,id=root,path=/,security_model=none,multidevs=remap";
+        for args in [None, Some("ro rw"), Some("rootro=1 rw"), Some("")] {
+            assert_eq!(root_share(args)[1], writable, "{args:?}");
+        }
+        let mut t = target();
+        t.kind = Kind::Kernel {
+            kernel: "/k".into(),
+            kernel_args: Some("rw ro".into()),
+            rootfs: "/".into(),
+        };
+        let argv = kernel_argv(
+            &t,
+            Path::new("/k"),
+            "C",
+            Path::new("/"),
+            &paths(),
+            Accel::Tcg,
+            BootExtras::default(),
+        );
+        assert!(argv.iter().any(|a| a == share), "{argv:?}");
+        assert!(
+            argv.iter()
+                .any(|a| a.ends_with("path=/,security_model=none,multidevs=remap,readonly=on"))
+        );
     }
 
     #[test]

@@ -6,12 +6,19 @@
 //! thread forwards every byte before the marker, as soon as it arrives, and
 //! then reports the stream's end. Bytes are forwarded untouched (binary-safe);
 //! only a tail shorter than the marker is held back until it is known not to
-//! start the marker. Rendering the bytes is the reporter's business.
+//! start the marker. Rendering the bytes is the reporter's business. The
+//! events go through a bounded queue ([`QUEUE`]): when the reader is slow,
+//! the relay stops reading, the socket fills, and QEMU holds the guest's
+//! writes, so a fast guest cannot grow vmtest's memory.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
+
+/// Events a relay may queue before it waits for the reader: with 64 KiB
+/// reads, at most about 1 MiB per stream in flight.
+pub const QUEUE: usize = 16;
 
 /// Which of the command's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +39,12 @@ pub enum RelayEvent {
 
 /// A fresh end marker: random enough never to appear in real output.
 pub fn new_marker() -> String {
+    format!("\u{1}vmtest-end-{}\u{1}", random_hex())
+}
+
+/// 32 random hex digits (from `/dev/urandom`; the clock and pid if that
+/// fails), for markers and tokens the guest cannot guess.
+pub fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if random.is_err() {
@@ -41,16 +54,15 @@ pub fn new_marker() -> String {
             ^ u128::from(std::process::id()) << 64;
         bytes = seed.to_le_bytes();
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("\u{1}vmtest-end-{hex}\u{1}")
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts a thread relaying `socket` as `stream` until `marker`.
-pub fn spawn(socket: UnixStream, stream: Stream, marker: String, events: Sender<RelayEvent>) -> JoinHandle<()> {
+pub fn spawn(socket: UnixStream, stream: Stream, marker: String, events: SyncSender<RelayEvent>) -> JoinHandle<()> {
     std::thread::spawn(move || relay(socket, stream, marker.as_bytes(), &events))
 }
 
-fn relay(mut socket: impl Read, stream: Stream, marker: &[u8], events: &Sender<RelayEvent>) {
+fn relay(mut socket: impl Read, stream: Stream, marker: &[u8], events: &SyncSender<RelayEvent>) {
     let finder = memchr::memmem::Finder::new(marker);
     let mut held: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -115,7 +127,7 @@ mod tests {
     }
 
     fn run(data: &[u8], size: usize, marker: &str) -> (Vec<u8>, RelayEvent) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(data.len() + 2);
         let reader = Pieces {
             data: data.to_vec(),
             size,
@@ -163,12 +175,45 @@ mod tests {
 
     #[test]
     fn a_short_line_is_forwarded_at_once() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
         let handle = spawn(reader, Stream::Stdout, new_marker(), tx);
         std::io::Write::write_all(&mut writer, b"ready\n").unwrap();
         let event = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(event, RelayEvent::Data(Stream::Stdout, b"ready\n".to_vec()));
+        drop(writer);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_slow_reader_holds_the_relay_back() {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        let handle = spawn(reader, Stream::Stdout, new_marker(), tx);
+        writer.set_nonblocking(true).unwrap();
+        // Nobody reads the events: the relay stops reading the socket, whose
+        // buffer then fills, so the writer is held back.
+        let mut sent = 0usize;
+        let chunk = vec![b'x'; 64 * 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match std::io::Write::write(&mut writer, &chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if std::io::Write::write(&mut writer, &chunk).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{sent} bytes and still not held back"
+            );
+        }
+        assert!(sent < 64 << 20, "{sent} bytes queued");
+        drop(rx);
         drop(writer);
         handle.join().unwrap();
     }

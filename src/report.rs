@@ -5,7 +5,9 @@
 //! goes to stdout and its stderr to stderr, as they arrive. Around them:
 //! - plain mode (no terminal, `NO_COLOR`, `VMTEST_NO_UI=1`, CI logs): a
 //!   `=== NAME` header, the output, a verdict line; no escape codes. Under
-//!   GitHub Actions the section is a collapsible `::group::`.
+//!   GitHub Actions the section is a collapsible `::group::`, with workflow
+//!   commands stopped while the guest's output and the verdict's details
+//!   (which may quote the guest's console) are shown.
 //! - live mode (a terminal): one status line per running target (booting /
 //!   setting up / running, with elapsed time), redrawn in place; it collapses
 //!   into the coloured verdict when the target ends. A header is printed
@@ -74,6 +76,8 @@ struct Current {
     phase_started: Instant,
     /// Whether its header is on screen (live mode prints it lazily).
     header_shown: bool,
+    /// GitHub mode: the token that turns workflow commands back on.
+    stop_token: Option<String>,
 }
 
 /// Least time between two redraws of the live status line.
@@ -135,6 +139,7 @@ impl Reporter {
             phase: Phase::Booting,
             phase_started: now,
             header_shown: self.mode != Mode::Live,
+            stop_token: None,
         });
         self.out_at_line_start = true;
         self.err_at_line_start = true;
@@ -143,7 +148,16 @@ impl Reporter {
                 let _ = writeln!(self.out, "{header}");
             }
             Mode::GitHub => {
-                let _ = writeln!(self.out, "{}", crate::github::group_start(&header));
+                let token = crate::github::new_token();
+                let _ = writeln!(
+                    self.out,
+                    "{}\n{}",
+                    crate::github::group_start(&header),
+                    crate::github::stop_commands(&token)
+                );
+                if let Some(current) = &mut self.current {
+                    current.stop_token = Some(token);
+                }
             }
             Mode::Live => self.draw_status(),
         }
@@ -217,7 +231,26 @@ impl Reporter {
                 let _ = writeln!(self.out, "{verdict}");
             }
             Mode::GitHub => {
-                let _ = writeln!(self.out, "{}\n{verdict}", crate::github::group_end());
+                let _ = self.err.flush();
+                if let Some(token) = self.current.as_ref().and_then(|c| c.stop_token.as_deref()) {
+                    let _ = writeln!(self.out, "{}", crate::github::resume_commands(token));
+                }
+                let _ = writeln!(self.out, "{}", crate::github::group_end());
+                // The reason's further lines may quote the guest's console.
+                match verdict.split_once('\n') {
+                    Some((first, rest)) => {
+                        let token = crate::github::new_token();
+                        let _ = writeln!(
+                            self.out,
+                            "{first}\n{}\n{rest}\n{}",
+                            crate::github::stop_commands(&token),
+                            crate::github::resume_commands(&token)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(self.out, "{verdict}");
+                    }
+                }
             }
             Mode::Live => {
                 let colour = if result.outcome.passed() { GREEN } else { RED };
@@ -341,15 +374,53 @@ mod tests {
     }
 
     #[test]
-    fn github_report_groups_each_target() {
+    fn github_report_groups_each_target_and_stops_commands_in_it() {
         let (out, _) = render(Mode::GitHub);
+        let token = out.lines().nth(1).unwrap().strip_prefix("::stop-commands::").unwrap();
+        assert_eq!(token.len(), 32, "{out}");
         assert_eq!(
-            out,
+            out.replace(token, "TOKEN"),
             "::group::=== bzImage (kernel /k/bzImage)\n\
+             ::stop-commands::TOKEN\n\
              hello\n\
+             ::TOKEN::\n\
              ::endgroup::\n\
              --- FAIL bzImage (2.50s): exit code 3\n\
              Summary: 0 passed, 1 failed, 1 not run\n"
+        );
+    }
+
+    #[test]
+    fn github_verdict_details_are_not_obeyed_either() {
+        let (out, err) = (Shared::default(), Shared::default());
+        let mut reporter = Reporter::new(Box::new(out.clone()), Box::new(err.clone()), Mode::GitHub);
+        reporter.target_started(&target());
+        reporter.output(Stream::Stdout, b"::error::pwned\n");
+        let mut failed = result(Outcome::Error {
+            message: "QEMU exited unexpectedly\nlast lines of the guest console:\n::add-mask::x".into(),
+        });
+        failed.total = Duration::from_secs(1);
+        reporter.target_finished(&failed);
+        let text = out.text();
+        let tokens: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("::stop-commands::"))
+            .collect();
+        assert_eq!(tokens.len(), 2, "{text}");
+        assert_ne!(tokens[0], tokens[1]);
+        let text = text.replace(tokens[0], "T1").replace(tokens[1], "T2");
+        assert_eq!(
+            text,
+            "::group::=== bzImage (kernel /k/bzImage)\n\
+             ::stop-commands::T1\n\
+             ::error::pwned\n\
+             ::T1::\n\
+             ::endgroup::\n\
+             --- FAIL bzImage (1.00s): error: QEMU exited unexpectedly\n\
+             ::stop-commands::T2\n\
+             last lines of the guest console:\n\
+             ::add-mask::x\n\
+             ::T2::\n"
         );
     }
 

@@ -140,7 +140,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
         let started = Instant::now();
         let mut phases = Phases::default();
         // A log from an earlier run would mislead if this one never boots.
-        let _ = std::fs::remove_file(&target.console_log);
+        let _ = target.console_log.remove();
         let mut sink = Sink {
             reporter,
             stdout: Captured::default(),
@@ -160,7 +160,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             outcome,
             phases,
             total: started.elapsed(),
-            console_log: Some(target.console_log.clone()).filter(|p| p.exists()),
+            console_log: target.console_log.kept(),
             stdout: sink.stdout,
             stderr: sink.stderr,
         };
@@ -345,7 +345,7 @@ fn drive_vm(
             bail!("{} failed in the guest ({status:?}): {}", step.what, stderr.trim());
         }
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(relay::QUEUE);
     let relays = [
         relay::spawn(channels.stdout, Stream::Stdout, command.marker.clone(), tx.clone()),
         relay::spawn(channels.stderr, Stream::Stderr, command.marker.clone(), tx),
@@ -445,6 +445,8 @@ fn drive_vm(
     phases.command = command_started.elapsed();
     log::debug!("target '{}': phases {phases:?}", target.name);
     vm.shutdown();
+    // A relay waiting on the bounded queue gives up once nobody reads it.
+    drop(rx);
     for relay in relays {
         let _ = relay.join();
     }

@@ -1,8 +1,9 @@
 //! One running QEMU and everything it owns.
 //!
-//! [`Vm`] creates the private (0700) directory that holds the sockets, the
-//! console log and the generated init, listens on the sockets, spawns QEMU
-//! with an argv from `qemu.rs`, and accepts QEMU's connections. Its `Drop`
+//! [`Vm`] creates the private (0700) directory that holds the sockets and
+//! the generated init, listens on the sockets, spawns QEMU with an argv from
+//! `qemu.rs`, and accepts QEMU's connections; the serial console's FIFO
+//! goes to a [`Console`] thread, which writes the kept log. Its `Drop`
 //! kills and reaps QEMU and removes the directory, so nothing outlives it
 //! whatever path the run took; QEMU is also told to die with vmtest
 //! (`PR_SET_PDEATHSIG`) in case vmtest itself is killed. It knows nothing of
@@ -10,6 +11,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::console::{self, ConsoleWatch};
+use crate::console::Console;
+use crate::log_path::LogPath;
 use crate::qemu::VmPaths;
 
 /// How long QEMU gets to connect to vmtest's sockets after it starts.
@@ -30,6 +33,8 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 const CONSOLE_TAIL_LINES: usize = 25;
 /// How long a guest that panicked gets to reboot (and so end QEMU) by itself.
 const PANIC_GRACE: Duration = Duration::from_secs(1);
+/// How long the console's last bytes get to be read once QEMU has exited.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(1);
 
 /// QEMU itself died of a signal (a crash, or killed from outside), as
 /// opposed to exiting: the runner may retry a boot that ended so.
@@ -60,7 +65,8 @@ pub struct Channels {
 /// A private directory for one VM, before QEMU starts.
 pub struct VmDir {
     dir: TempDir,
-    console_log: Option<PathBuf>,
+    /// The kept console log, created for this run.
+    console_log: Option<fs::File>,
 }
 
 impl VmDir {
@@ -71,25 +77,27 @@ impl VmDir {
             .tempdir()
             .context("creating a private temporary directory")?;
         crate::janitor::register(dir.path());
+        let console = dir.path().join("console");
+        for end in ["in", "out"] {
+            let fifo = console.with_extension(end);
+            let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())?;
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                return Err(io::Error::last_os_error()).with_context(|| format!("creating {}", fifo.display()));
+            }
+        }
         Ok(VmDir { dir, console_log: None })
     }
 
-    /// Writes the guest console to `path`, kept after the run, instead of
-    /// the private directory, if `path` can be written (its directory is
-    /// created); otherwise warns and keeps the log private, lost afterwards.
-    pub fn keep_console_log(&mut self, path: &Path) {
-        let writable = path.parent().map_or(Ok(()), fs::create_dir_all).and_then(|()| {
-            fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(path)
-        });
-        match writable {
-            Ok(_) => self.console_log = Some(path.to_path_buf()),
+    /// Keeps the guest console in `log` after the run, if it can be created
+    /// there; otherwise warns, naming the path and why (a symlink the guest
+    /// planted among them), and keeps no log.
+    pub fn keep_console_log(&mut self, log: &LogPath) {
+        match log.create() {
+            Ok(file) => self.console_log = Some(file),
             Err(e) => log::warn!(
                 "cannot write {} ({e}); the console log will not be kept",
-                path.display()
+                log.path().display()
             ),
         }
     }
@@ -110,7 +118,7 @@ impl VmDir {
             stdin_socket: p.join("stdin.sock"),
             stdout_socket: p.join("stdout.sock"),
             stderr_socket: p.join("stderr.sock"),
-            console_log: self.console_log.clone().unwrap_or_else(|| p.join("console.log")),
+            console_pipe: p.join("console"),
         }
     }
 }
@@ -119,9 +127,8 @@ impl VmDir {
 pub struct Vm {
     child: Child,
     started: Instant,
-    console: ConsoleWatch,
+    console: Console,
     channels: Option<Channels>,
-    paths: VmPaths,
     stderr_log: PathBuf,
     exit: Option<ExitStatus>,
     /// Extra directories removed with the VM (the init inside a rootfs).
@@ -152,7 +159,7 @@ fn panic_message(lines: &str) -> String {
 impl Vm {
     /// Starts `qemu args...` wired to the sockets of `dir` (and the shell's,
     /// if `shell`), and waits until QEMU has connected to all of them.
-    pub fn start(qemu: &Path, args: &[String], dir: VmDir, extra_dirs: Vec<TempDir>, shell: bool) -> Result<Vm> {
+    pub fn start(qemu: &Path, args: &[String], mut dir: VmDir, extra_dirs: Vec<TempDir>, shell: bool) -> Result<Vm> {
         let paths = dir.paths();
         let shell_listener = match shell {
             true => Some(UnixListener::bind(dir.shell_socket()).context("listening on the shell's socket")?),
@@ -167,6 +174,14 @@ impl Vm {
         .map(|p| UnixListener::bind(p).with_context(|| format!("listening on {}", p.display())));
         let [agent, stdin, stdout, stderr] = listeners;
         let (agent, stdin, stdout, stderr) = (agent?, stdin?, stdout?, stderr?);
+        let console_out = paths.console_pipe.with_extension("out");
+        // Non-blocking: there is no writer until QEMU opens the FIFO.
+        let console_pipe = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&console_out)
+            .with_context(|| format!("opening {}", console_out.display()))?;
+        crate::console::prepare_pipe(&console_pipe).context("setting up the console's pipe")?;
         let stderr_log = dir.path().join("qemu.stderr");
         let stderr_file = fs::File::create(&stderr_log).context("creating QEMU's stderr log")?;
         log::debug!("spawning {} {}", qemu.display(), shell_words(args));
@@ -176,15 +191,7 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr_file);
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let started = Instant::now();
         let child = command
             .spawn()
@@ -192,15 +199,15 @@ impl Vm {
         let mut vm = Vm {
             child,
             started,
-            console: ConsoleWatch::new(paths.console_log.clone()),
+            console: Console::new(dir.console_log.take()),
             channels: None,
-            paths,
             stderr_log,
             exit: None,
             _extra_dirs: extra_dirs,
             _dir: dir,
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
+        vm.console.attach(console_pipe);
         let shell = match &shell_listener {
             Some(listener) => Some(vm.accept(listener, deadline)?),
             None => None,
@@ -263,16 +270,23 @@ impl Vm {
                 None => anyhow!("{description}"),
             });
         }
-        if self.console.poll().is_some_and(|seen| seen.elapsed() >= PANIC_GRACE) {
+        if self
+            .console
+            .panic_seen()
+            .is_some_and(|seen| seen.elapsed() >= PANIC_GRACE)
+        {
             self.shutdown();
-            let lines = console::panic_lines(self.console.path()).unwrap_or_default();
+            self.console.finish(CONSOLE_DRAIN);
+            let lines = self.console.panic_lines().unwrap_or_default();
             bail!("{}", panic_message(&lines));
         }
         Ok(())
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
-        if let Some(lines) = console::panic_lines(&self.paths.console_log) {
+        // QEMU is gone: what it last printed is in the pipe.
+        self.console.finish(CONSOLE_DRAIN);
+        if let Some(lines) = self.console.panic_lines() {
             return panic_message(&lines);
         }
         let stderr = fs::read_to_string(&self.stderr_log).unwrap_or_default();
@@ -293,7 +307,7 @@ impl Vm {
     /// The last [`CONSOLE_TAIL_LINES`] lines of the guest's serial console,
     /// indented for an error message.
     pub fn console_tail(&self) -> String {
-        indent(&console::tail(&self.paths.console_log, CONSOLE_TAIL_LINES))
+        indent(&self.console.tail(CONSOLE_TAIL_LINES))
     }
 
     /// Waits up to `limit` for QEMU to exit by itself.
@@ -336,6 +350,20 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Makes the child started by `command` die (SIGKILL) when vmtest does,
+/// however vmtest ends.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

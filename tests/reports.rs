@@ -1,8 +1,8 @@
 //! CI-grade results on the built binary: JUnit and JSON reports (checked by
 //! parsing them, the JUnit with a real consumer, Python's `junitparser`),
 //! `--list`, `--partition`, `--format json` and GitHub Actions mode. Only
-//! the report test boots VMs; the rest use targets whose kernel is missing,
-//! which fail fast as infrastructure errors.
+//! the report test and the unwritable-stdout test boot VMs; the rest use
+//! targets whose kernel is missing, which fail fast as infrastructure errors.
 
 mod util;
 
@@ -225,6 +225,35 @@ fn format_json_leaves_stdout_to_the_document() {
 }
 
 #[test]
+fn format_json_on_a_stdout_that_cannot_be_written_is_a_missing_report() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let mut cmd = vmtest(&project);
+    cmd.args(["--format", "json", "-k"]).arg(&kernel).arg("true");
+    cmd.stdout(std::fs::File::create("/dev/full").unwrap());
+    let out = project.run(&mut cmd);
+    out.assert_code(74)
+        .assert_stderr_contains("--- PASS bzImage")
+        .assert_stderr_contains("vmtest: JSON report on stdout: cannot write: ");
+    // A reader that went away: the same.
+    let mut cmd = vmtest(&project);
+    cmd.args(["--format", "json", "-k"]).arg(&kernel).arg("true");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("vmtest: JSON report on stdout: cannot write: "),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_unwritable_report_path_fails_before_anything_runs() {
     let project = Project::without_vms();
     missing_kernels(&project, &["a"]);
@@ -249,11 +278,17 @@ fn github_mode_groups_annotates_and_summarises() {
             .env("GITHUB_STEP_SUMMARY", &summary),
     );
     let missing = project.path().join("missing/bzImage").display().to_string();
-    out.assert_code(2)
-        .assert_stdout_contains(&format!("::group::=== a (kernel {missing})\n::endgroup::\n"))
-        .assert_stdout_contains(&format!(
-            "::error title=vmtest a::kernel {missing} not found\n::error title=vmtest b::kernel {missing} not found\n"
-        ));
+    out.assert_code(2);
+    let stdout = util::without_stop_tokens(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "::group::=== a (kernel {missing})\n::stop-commands::TOKEN\n::TOKEN::\n::endgroup::\n"
+        )),
+        "{out}"
+    );
+    out.assert_stdout_contains(&format!(
+        "::error title=vmtest a::kernel {missing} not found\n::error title=vmtest b::kernel {missing} not found\n"
+    ));
     assert_eq!(
         std::fs::read_to_string(&summary).unwrap(),
         format!(

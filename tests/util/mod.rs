@@ -470,6 +470,18 @@ pub fn image_target(name: &str, image: &Path, command: &str, extra: &str) -> Str
     )
 }
 
+/// `text` with every `::stop-commands::` token replaced by `TOKEN`, so
+/// GitHub-mode output can be compared whole.
+pub fn without_stop_tokens(text: &str) -> String {
+    let tokens: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("::stop-commands::"))
+        .collect();
+    tokens
+        .iter()
+        .fold(text.to_string(), |text, token| text.replace(token, "TOKEN"))
+}
+
 /// The SHA-256 of a file, as hex (sha256sum's first column).
 pub fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().expect("running sha256sum");
