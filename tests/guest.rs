@@ -6,7 +6,7 @@ mod util;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::{Project, test_kernel};
 
@@ -43,26 +43,11 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     );
 }
 
-/// Runs `vmtest ARGS` with `input` on its stdin (written by a thread, so a
-/// command that never reads it cannot block the test).
+/// Runs `cmd` with `input` on its stdin.
 fn run_with_stdin(project: &Project, cmd: &mut Command, input: Vec<u8>) -> util::Outcome {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("starting vmtest");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
+    project.run_feeding(cmd, move |mut stdin| {
         let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().expect("waiting for vmtest");
-    let _ = writer.join();
-    let outcome = util::Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    };
-    project.assert_nothing_left(&outcome);
-    outcome
+    })
 }
 
 #[test]
@@ -104,32 +89,10 @@ fn a_command_that_never_reads_stdin_still_ends() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::for_vms();
     // An endless producer: vmtest must not wait for its end.
-    let mut cmd = project.vmtest();
-    cmd.arg("-k").arg(&kernel).arg("echo done");
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producing = stop.clone();
-    let writer = std::thread::spawn(move || {
+    let out = project.run_feeding(project.vmtest().arg("-k").arg(&kernel).arg("echo done"), |mut stdin| {
         let chunk = vec![b'y'; 64 * 1024];
-        while !producing.load(std::sync::atomic::Ordering::Relaxed) {
-            if stdin.write_all(&chunk).is_err() {
-                break;
-            }
-        }
+        while stdin.write_all(&chunk).is_ok() {}
     });
-    let output = child.wait_with_output().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = writer.join();
-    let out = util::Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    };
-    project.assert_nothing_left(&out);
     out.assert_code(0);
     assert_eq!(out.command_stdout(), "done\n", "{out}");
     assert!(out.elapsed < Duration::from_secs(300), "{out}");

@@ -54,6 +54,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// What a finished process produced, `started` when it was started.
+    pub fn of(output: std::process::Output, started: Instant) -> Outcome {
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+
     /// Fails with the whole output when the exit code differs.
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
@@ -156,12 +166,27 @@ impl Project {
     pub fn run(&self, cmd: &mut Command) -> Outcome {
         let started = Instant::now();
         let output = cmd.output().expect("running vmtest");
-        let outcome = Outcome {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            elapsed: started.elapsed(),
-        };
+        let outcome = Outcome::of(output, started);
+        self.assert_nothing_left(&outcome);
+        outcome
+    }
+
+    /// Runs `cmd` with stdin written by `feed` from another thread (which
+    /// may write forever: it ends when vmtest closes the pipe), then checks
+    /// that nothing was left behind.
+    pub fn run_feeding(
+        &self,
+        cmd: &mut Command,
+        feed: impl FnOnce(std::process::ChildStdin) + Send + 'static,
+    ) -> Outcome {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("starting vmtest");
+        let stdin = child.stdin.take().expect("vmtest's stdin");
+        let writer = std::thread::spawn(move || feed(stdin));
+        let output = child.wait_with_output().expect("waiting for vmtest");
+        let _ = writer.join();
+        let outcome = Outcome::of(output, started);
         self.assert_nothing_left(&outcome);
         outcome
     }
