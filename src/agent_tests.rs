@@ -58,9 +58,13 @@ fn sync_fails_fast_when_the_vm_dies() {
         thread::sleep(Duration::from_secs(2));
     });
     let started = Instant::now();
-    let result = agent.sync(soon(), &mut || Err(anyhow!("QEMU exited")));
+    let result = agent.sync(Instant::now() + Duration::from_secs(60), &mut || {
+        Err(anyhow!("QEMU exited"))
+    });
     assert!(matches!(result, Err(WaitError::Dead(_))));
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // Well before the deadline, with room for a slow machine (this suite
+    // also runs inside an emulated guest).
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 #[test]

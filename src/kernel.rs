@@ -284,7 +284,8 @@ struct Boot {
 /// (reading a JSON plan from the VM's directory) and relays the command's
 /// output itself. Otherwise a shell init goes into the VM's private directory
 /// (when the rootfs is the host's root) or a private directory in the
-/// rootfs's /tmp, removed with the VM.
+/// rootfs's /tmp, removed with the VM; the latter also when the VM's
+/// directory lies below /dev, which the kernel may cover with its devtmpfs.
 fn write_init(
     dir: &VmDir,
     rootfs: &Path,
@@ -298,19 +299,11 @@ fn write_init(
             .map(str::to_string)
     };
     let exe = std::env::current_exe().ok().as_deref().and_then(plain);
-    let plan_path = plain(&dir.path().join("init.json"));
-    let native = rootfs == Path::new("/") && arch == crate::config::host_arch() && !force_shell();
-    if let (true, Some(exe), Some(plan_path)) = (native, exe, plan_path) {
-        std::fs::write(&plan_path, serde_json::to_vec(plan)?).with_context(|| format!("writing {plan_path}"))?;
-        let boot = Boot {
-            init: exe,
-            init_args: Some(format!("--guest-init {plan_path}")),
-            helper: Helper::InitRelay,
-        };
-        return Ok((boot, Vec::new()));
-    }
+    // The init's files must be readable through the guest's root before
+    // anything is mounted, except the devtmpfs a kernel may mount on /dev
+    // itself: a VM directory below /dev (TMPDIR=/dev/shm) is hidden there.
     let mut extra = Vec::new();
-    let init_dir = if rootfs == Path::new("/") {
+    let init_dir = if rootfs == Path::new("/") && !dir.path().starts_with("/dev") {
         dir.path().to_path_buf()
     } else {
         let tmp = rootfs.join("tmp");
@@ -324,6 +317,17 @@ fn write_init(
         extra.push(private);
         path
     };
+    let plan_path = plain(&init_dir.join("init.json"));
+    let native = rootfs == Path::new("/") && arch == crate::config::host_arch() && !force_shell();
+    if let (true, Some(exe), Some(plan_path)) = (native, exe, plan_path) {
+        std::fs::write(&plan_path, serde_json::to_vec(plan)?).with_context(|| format!("writing {plan_path}"))?;
+        let boot = Boot {
+            init: exe,
+            init_args: Some(format!("--guest-init {plan_path}")),
+            helper: Helper::InitRelay,
+        };
+        return Ok((boot, extra));
+    }
     let init = init_dir.join("init");
     std::fs::write(&init, guest::init_script(plan)).with_context(|| format!("writing {}", init.display()))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;

@@ -194,3 +194,36 @@ fn the_whole_output_arrives_before_the_verdict() {
         assert!(out.stderr.ends_with("49999\n50000\n"), "VMTEST_SHELL_INIT={shell_init}");
     }
 }
+
+/// vmtest's private directories below /dev (TMPDIR=/dev/shm, a tmpfs where
+/// tests can make FIFOs and sockets) are hidden from the guest by its
+/// devtmpfs: the init's files go elsewhere.
+#[test]
+fn a_tmpdir_below_dev_still_boots() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let shm = tempfile::Builder::new()
+        .prefix("vmtest-shm.")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let out = project.run(
+        project
+            .vmtest()
+            .env("TMPDIR", shm.path())
+            .arg("-k")
+            .arg(&kernel)
+            .arg("echo tmpdir=$TMPDIR"),
+    );
+    out.assert_code(0);
+    assert_eq!(
+        out.command_stdout(),
+        format!("tmpdir={}\n", shm.path().display()),
+        "{out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(shm.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -114,7 +114,10 @@ fn cargo_runs_this_projects_unit_tests_in_the_guest() {
         .arg(root.join("target/in-guest"))
         .current_dir(root)
         .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", &runner)
-        .env("TMPDIR", project.tmp.path())
+        // The tests make FIFOs and sockets in temporary directories: on a
+        // tmpfs, which the guest's /dev/shm is too (its /tmp is the host's
+        // over 9p, where QEMU refuses FIFOs; docs/guest.md).
+        .env("TMPDIR", "/dev/shm")
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -122,10 +125,12 @@ fn cargo_runs_this_projects_unit_tests_in_the_guest() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let report = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
     assert!(output.status.success(), "{report}");
-    // vmtest's verdict shows the tests ran under the test kernel.
-    assert!(stdout.contains("=== vmtest-"), "{report}");
-    assert!(stdout.contains("test result: ok."), "{report}");
-    assert!(stdout.contains("--- PASS vmtest-"), "{report}");
+    // vmtest's header and verdict around the test binary's own report show
+    // that it ran in the guest.
+    let header = format!("=== bzImage (kernel {})", kernel.display());
+    let results = stdout.find("test result: ok.");
+    assert!(stdout.find(&header) < results && results.is_some(), "{report}");
+    assert!(stdout.contains("--- PASS bzImage ("), "{report}");
 }
 
 #[test]
