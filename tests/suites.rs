@@ -104,7 +104,8 @@ fn go_test_exec_runs_a_package_in_the_guest_with_exact_arguments() {
 #[test]
 fn cargo_runs_this_projects_unit_tests_in_the_guest() {
     let Some((kernel, _)) = test_kernel() else { return };
-    let project = Project::for_vms();
+    // Held for the VM lock: one VM at a time.
+    let _project = Project::for_vms();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let runner = format!("{} -k {} --", env!("CARGO_BIN_EXE_vmtest"), kernel.display());
     // Its own target directory: the cargo running this test holds the lock
