@@ -176,6 +176,14 @@ pub fn console_args(pipe: &Path) -> Vec<String> {
     ]
 }
 
+/// QEMU's QMP monitor, listening on `socket` (for a crash dump).
+pub fn qmp_args(socket: &Path) -> Vec<String> {
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", escape_opt(&socket.to_string_lossy())),
+    ]
+}
+
 /// Optional parts of a kernel target's boot, for kernels whose drivers are
 /// modules.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -454,6 +462,14 @@ mod tests {
         assert!(
             argv.iter()
                 .any(|a| a.ends_with("path=/,security_model=none,multidevs=remap,readonly=on"))
+        );
+    }
+
+    #[test]
+    fn a_qmp_monitor_listens_without_waiting() {
+        assert_eq!(
+            qmp_args(Path::new("/run/v,1/qmp.sock")),
+            ["-qmp", "unix:/run/v,,1/qmp.sock,server=on,wait=off"]
         );
     }
 
