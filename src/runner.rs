@@ -263,7 +263,7 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
     }
     if target.dump_on_panic {
         dir.dump_on_panic(&target.console_log);
-        args.extend(qemu::qmp_args(&dir.qmp_socket()));
+        args.extend(qemu::dump_args(&target.arch, &dir.qmp_socket()));
     }
     let boot_timeout = match &target.gdb {
         Some(stub) => {
