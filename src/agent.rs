@@ -43,6 +43,8 @@ pub struct Agent {
     stream: UnixStream,
     /// Bytes received but not yet consumed as a reply line.
     pending: Vec<u8>,
+    /// Says when no reply will come (the guest kernel panicked).
+    hopeless: Option<Box<dyn Fn() -> bool>>,
 }
 
 /// The outcome of a finished guest process.
@@ -57,7 +59,14 @@ impl Agent {
         Agent {
             stream,
             pending: Vec::new(),
+            hopeless: None,
         }
+    }
+
+    /// Makes requests give up, instead of running into their deadline, once
+    /// `hopeless` says no reply will come.
+    pub fn give_up_when(&mut self, hopeless: Box<dyn Fn() -> bool>) {
+        self.hopeless = Some(hopeless);
     }
 
     /// Waits until the agent answers a `guest-sync-delimited` carrying a fresh
@@ -99,10 +108,17 @@ impl Agent {
         self.stream
             .write_all(&line)
             .with_context(|| format!("sending {} to the guest agent", C::NAME))?;
-        // Ctrl-C ends the wait within one read slice.
-        let reply = self
-            .read_line(deadline, &mut crate::interrupt::check)
-            .map_err(|e| anyhow!("waiting for the reply to {}: {e}", C::NAME))?;
+        // Ctrl-C ends the wait within one read slice, as a panic does.
+        let hopeless = self.hopeless.take();
+        let reply = self.read_line(deadline, &mut || {
+            crate::interrupt::check()?;
+            match hopeless.as_ref().is_some_and(|h| h()) {
+                true => bail!("the guest kernel panicked"),
+                false => Ok(()),
+            }
+        });
+        self.hopeless = hopeless;
+        let reply = reply.map_err(|e| anyhow!("waiting for the reply to {}: {e}", C::NAME))?;
         log::debug!("agent -> {}", String::from_utf8_lossy(&reply).trim_end());
         let reply: Value = serde_json::from_slice(&reply)
             .with_context(|| format!("the guest agent's reply to {} is not JSON", C::NAME))?;

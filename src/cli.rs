@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::gdb::GdbStub;
 use crate::partition::Partition;
 
 const AFTER_HELP: &str = "\
@@ -30,6 +31,7 @@ Exit codes:
   N     several targets: the number of failed targets (at most 255)
   2     usage or config error; nothing was run
   69    one target that could not boot or run (infrastructure error)
+  70    one target whose command passed while the guest kernel reported a splat
   74    every target passed but a report (--junit, --json, step summary) was not written
   124   one target whose command timed out
   130   interrupted by Ctrl-C (143: by SIGTERM)";
@@ -77,6 +79,26 @@ pub struct Args {
     /// Open an interactive login shell in the (single) selected target instead of running its command
     #[arg(long)]
     pub shell: bool,
+
+    /// What a kernel splat (warning, BUG, oops, lockup...) on the guest console does (overrides the config) [default: fail]
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub kernel_splats: Option<crate::splat::Policy>,
+
+    /// A regular expression for a known kernel splat, which is then not held against a target (repeatable; added to the config's)
+    #[arg(long, value_name = "REGEX")]
+    pub kernel_splat_allow: Vec<String>,
+
+    /// Write the guest's memory as an ELF vmcore beside the console log when its kernel panics
+    #[arg(long)]
+    pub dump_on_panic: bool,
+
+    /// Start QEMU's gdb stub on [ADDR:]PORT (ADDR defaults to 127.0.0.1) in the (single) selected target; timeouts are off
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_gdb)]
+    pub gdb: Option<GdbStub>,
+
+    /// With --gdb: start the VM stopped until the debugger continues it
+    #[arg(long, requires = "gdb")]
+    pub gdb_wait: bool,
 
     /// Directory for each target's console log [default: .vmtest next to the config file]
     #[arg(long, value_name = "DIR")]
@@ -130,6 +152,10 @@ pub fn command_line(raw: &[OsString], command: &[String]) -> String {
             .join(" "),
         false => command.join(" "),
     }
+}
+
+fn parse_gdb(text: &str) -> Result<GdbStub, String> {
+    GdbStub::parse(text, false)
 }
 
 fn parse_partition(text: &str) -> Result<Partition, String> {
@@ -192,6 +218,16 @@ mod tests {
         assert_eq!(command_line(&words, &args.command), "'--' 'f'");
         let (words, args) = raw(&["vmtest", "-k", "bzImage", "uname", "-r"]);
         assert_eq!(command_line(&words, &args.command), "uname -r");
+    }
+
+    #[test]
+    fn gdb_takes_a_port_and_waits_only_with_it() {
+        let args = Args::try_parse_from(["vmtest", "-k", "K", "--gdb", "1234", "--gdb-wait", "true"]).unwrap();
+        assert_eq!(args.gdb, Some(GdbStub::parse("127.0.0.1:1234", false).unwrap()));
+        assert!(args.gdb_wait);
+        assert_eq!(args.command, ["true"]);
+        assert!(Args::try_parse_from(["vmtest", "--gdb-wait"]).is_err());
+        assert!(Args::try_parse_from(["vmtest", "-k", "K", "--gdb", "uname", "-r"]).is_err());
     }
 
     #[test]

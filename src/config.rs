@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::gdb::GdbStub;
 use crate::log_path::LogPath;
+use crate::splat;
 
 /// Default number of virtual CPUs.
 pub const DEFAULT_NUM_CPUS: u32 = 2;
@@ -50,6 +52,14 @@ pub struct Target {
     pub console_log: LogPath,
     /// Kernel targets: the kernel's modules directory, if not in the rootfs.
     pub modules: Option<PathBuf>,
+    /// What a kernel splat on the console does to the target.
+    pub kernel_splats: splat::Policy,
+    /// Regular expressions for known splats, which are not held against it.
+    pub kernel_splat_allow: Vec<String>,
+    /// Keep the guest's memory as a vmcore when its kernel panics.
+    pub dump_on_panic: bool,
+    /// QEMU's gdb stub (`--gdb`); the timeouts are off while it is on.
+    pub gdb: Option<GdbStub>,
 }
 
 /// What the VM boots.
@@ -129,6 +139,11 @@ struct RawTarget {
     env: BTreeMap<String, String>,
     timeout: Option<u64>,
     boot_timeout: Option<u64>,
+    kernel_splats: Option<splat::Policy>,
+    #[serde(default)]
+    kernel_splat_allow: Vec<String>,
+    #[serde(default)]
+    dump_on_panic: bool,
     #[serde(default)]
     vm: RawVm,
 }
@@ -281,6 +296,14 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
     if raw.boot_timeout == Some(0) {
         return Err(ctx("boot_timeout", "must be at least 1 second".into()));
     }
+    for pattern in &raw.kernel_splat_allow {
+        splat::check_pattern(pattern).map_err(|e| {
+            ctx(
+                "kernel_splat_allow",
+                format!("'{pattern}' is not a regular expression: {e}"),
+            )
+        })?;
+    }
     Ok(Target {
         console_log: LogPath::in_share(base_dir, &name),
         modules: raw.modules.map(|m| resolve(base_dir, &m)),
@@ -301,6 +324,10 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
         env: raw.env,
         timeout: raw.timeout,
         boot_timeout: raw.boot_timeout,
+        kernel_splats: raw.kernel_splats.unwrap_or_default(),
+        kernel_splat_allow: raw.kernel_splat_allow,
+        dump_on_panic: raw.dump_on_panic,
+        gdb: None,
     })
 }
 
@@ -447,6 +474,10 @@ pub fn one_liner(args: OneLiner, cwd: &Path) -> Result<Target> {
         env: BTreeMap::new(),
         timeout: None,
         boot_timeout: None,
+        kernel_splats: splat::Policy::default(),
+        kernel_splat_allow: Vec::new(),
+        dump_on_panic: false,
+        gdb: None,
     })
 }
 

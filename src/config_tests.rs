@@ -341,3 +341,28 @@ fn mount_paths_are_normalised() {
 fn toml_key(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
+
+#[test]
+fn kernel_developer_fields() {
+    let t = &parse_ok("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"true\"\n")[0];
+    assert_eq!(t.kernel_splats, splat::Policy::Fail);
+    assert!(t.kernel_splat_allow.is_empty() && !t.dump_on_panic && t.gdb.is_none());
+    let t = &parse_ok(
+        "[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"true\"\n\
+         kernel_splats = \"warn\"\nkernel_splat_allow = ['lkdtm_\\w+']\ndump_on_panic = true\n",
+    )[0];
+    assert_eq!(t.kernel_splats, splat::Policy::Warn);
+    assert_eq!(t.kernel_splat_allow, [r"lkdtm_\w+"]);
+    assert!(t.dump_on_panic);
+    let base = "[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"true\"\n";
+    let error = parse_err(&format!("{base}kernel_splat_allow = ['(']\n"));
+    assert!(
+        error.contains("target 'a': field 'kernel_splat_allow': '(' is not a regular expression"),
+        "{error}"
+    );
+    let error = parse_err(&format!("{base}kernel_splats = \"loud\"\n"));
+    assert!(
+        error.contains("unknown variant `loud`, expected one of `fail`, `warn`, `ignore`"),
+        "{error}"
+    );
+}

@@ -10,7 +10,8 @@
 //! [`LOG_LIMIT`], then a note and nothing more), keeps its last
 //! [`TAIL_BYTES`] in memory for error messages, and scans it for a kernel
 //! panic, so that a panicking guest fails its target within moments even
-//! when the kernel was told not to reboot on panic. vmtest never reads the
+//! when the kernel was told not to reboot on panic, and, line by line, for
+//! kernel splats (`splat.rs`). vmtest never reads the
 //! log back from disk: the log is in the share, where the guest may replace
 //! it by a link to a host file or a FIFO.
 
@@ -22,6 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::splat::{Scanner, Splat};
+
 /// The line the kernel prints when it panics.
 const PANIC: &str = "Kernel panic - not syncing";
 /// Lines shown before the panic line, which usually say why.
@@ -30,6 +33,8 @@ const PANIC_CONTEXT: usize = 6;
 pub const LOG_LIMIT: u64 = 64 << 20;
 /// The end of the console kept in memory for error messages.
 pub const TAIL_BYTES: usize = 256 << 10;
+/// Longest console line the splat scanner sees; the rest is cut.
+const LINE_BYTES: usize = 4096;
 
 /// What the console thread has seen so far.
 #[derive(Default)]
@@ -38,6 +43,9 @@ struct Seen {
     /// The end of the stream so far, to find a panic line split across reads.
     carry: Vec<u8>,
     panic_seen: Option<Instant>,
+    /// The console's current line, for the splat scanner.
+    line: Vec<u8>,
+    splats: Scanner,
     /// QEMU has exited: what is left in the pipe is all there is.
     qemu_gone: bool,
     /// The thread has read everything and stopped.
@@ -53,6 +61,19 @@ impl Seen {
         }
         let keep = window.len().saturating_sub(PANIC.len());
         self.carry = window.split_off(keep);
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let (text, ends) = match piece.strip_suffix(b"\n") {
+                Some(text) => (text, true),
+                None => (piece, false),
+            };
+            let room = LINE_BYTES.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&text[..text.len().min(room)]);
+            if ends {
+                let line = strip_escapes(&String::from_utf8_lossy(&self.line));
+                self.splats.line(line.trim_end());
+                self.line.clear();
+            }
+        }
         let bytes = &bytes[bytes.len().saturating_sub(TAIL_BYTES)..];
         let overflow = (self.tail.len() + bytes.len()).saturating_sub(TAIL_BYTES);
         self.tail.drain(..overflow);
@@ -96,6 +117,13 @@ impl Console {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a kernel panic has been seen, as a function other threads'
+    /// waits can poll.
+    pub fn panic_watch(&self) -> Box<dyn Fn() -> bool> {
+        let seen = Arc::clone(&self.seen);
+        Box::new(move || seen.lock().unwrap_or_else(|e| e.into_inner()).panic_seen.is_some())
+    }
+
     /// When a kernel panic was first seen, if one was.
     pub fn panic_seen(&self) -> Option<Instant> {
         self.seen().panic_seen
@@ -116,6 +144,11 @@ impl Console {
     pub fn tail(&self, lines: usize) -> String {
         let all = self.seen().lines();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The kernel splats seen so far, and how many more were only counted.
+    pub fn splats(&self) -> (Vec<Splat>, usize) {
+        self.seen().splats.splats()
     }
 
     /// The kernel's last panic message with the lines leading up to it, if
@@ -291,6 +324,28 @@ mod tests {
             "booting\nKernel panic - not syncing: Attempted to kill init!"
         );
         assert_eq!(feed(&[b"fine\n"], None).panic_seen(), None);
+    }
+
+    #[test]
+    fn finds_splats_split_across_reads() {
+        let console = feed(
+            &[
+                b"boot\r\n\x1b[0mWARNING: CPU: 0 PID: 1 at a.c:1 f+0x1/0x2\r\nCall Tr",
+                b"ace:\r\n---[ end trace 0 ]---\r\nfine\n",
+            ],
+            None,
+        );
+        let (splats, dropped) = console.splats();
+        assert_eq!(dropped, 0);
+        assert_eq!(
+            splats[0].lines,
+            [
+                "WARNING: CPU: 0 PID: 1 at a.c:1 f+0x1/0x2",
+                "Call Trace:",
+                "---[ end trace 0 ]---"
+            ]
+        );
+        assert_eq!(splats.len(), 1);
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub const INFRASTRUCTURE: i32 = 69;
 /// Every target passed but a report (`--junit`, `--json`, the GitHub step
 /// summary) could not be written (BSD's `EX_IOERR`).
 pub const REPORT_NOT_WRITTEN: i32 = 74;
+/// A single target whose command passed while the guest kernel reported a
+/// splat (`kernel_splats = "fail"`): below 125, so `git bisect run` takes
+/// it for a bad commit (BSD's `EX_SOFTWARE`).
+pub const KERNEL_SPLAT: i32 = 70;
 /// A single target whose command ran past its timeout (as `timeout(1)`).
 pub const TIMED_OUT: i32 = 124;
 /// vmtest was interrupted by SIGINT (Ctrl-C).
@@ -67,6 +71,7 @@ pub fn single(outcome: &Outcome) -> i32 {
         Outcome::TimedOut { .. } => TIMED_OUT,
         Outcome::Error { .. } => INFRASTRUCTURE,
         Outcome::Interrupted { signal } => interrupted(*signal),
+        Outcome::KernelSplat { .. } => KERNEL_SPLAT,
     }
 }
 
@@ -89,6 +94,7 @@ mod tests {
                 console_log: None,
                 stdout: Default::default(),
                 stderr: Default::default(),
+                vmcore: None,
             })
             .collect()
     }
@@ -106,6 +112,11 @@ mod tests {
             message: "no kernel".into(),
         };
         assert_eq!(fold(&results(vec![error])), 69);
+        let splat = Outcome::KernelSplat {
+            description: "the kernel reported a splat".into(),
+        };
+        assert_eq!(fold(&results(vec![splat.clone()])), 70);
+        assert_eq!(fold(&results(vec![Outcome::Passed, splat])), 1);
     }
 
     #[test]

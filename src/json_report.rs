@@ -43,6 +43,8 @@ struct Entry<'a> {
     error: Option<String>,
     durations: Durations,
     console_log: Option<String>,
+    /// The crash dump, when the guest panicked with `dump_on_panic`.
+    vmcore: Option<String>,
 }
 
 /// Seconds, as floats with millisecond precision; 0 for a phase not reached.
@@ -55,12 +57,13 @@ struct Durations {
 }
 
 /// The one-word verdict of an outcome: `pass`, `fail` (non-zero exit or a
-/// signal), `error` (vmtest could not boot or run it), `timeout` or
-/// `interrupted`.
+/// signal, or a kernel splat: then `exit_code` is 0 and `error` has the
+/// splat), `error` (vmtest could not boot or run it),
+/// `timeout` or `interrupted`.
 pub fn verdict(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Passed => "pass",
-        Outcome::Failed { .. } | Outcome::Signaled { .. } => "fail",
+        Outcome::Failed { .. } | Outcome::Signaled { .. } | Outcome::KernelSplat { .. } => "fail",
         Outcome::Error { .. } => "error",
         Outcome::TimedOut { .. } => "timeout",
         Outcome::Interrupted { .. } => "interrupted",
@@ -100,6 +103,7 @@ fn entry(result: &TargetResult) -> Entry<'_> {
         Outcome::Passed => (Some(0), None, None),
         Outcome::Failed { code } => (Some(*code), None, None),
         Outcome::Signaled { signal } => (None, Some(*signal), None),
+        outcome @ Outcome::KernelSplat { .. } => (Some(0), None, Some(reason(outcome))),
         outcome @ (Outcome::TimedOut { .. } | Outcome::Error { .. } | Outcome::Interrupted { .. }) => {
             (None, None, Some(reason(outcome)))
         }
@@ -118,6 +122,7 @@ fn entry(result: &TargetResult) -> Entry<'_> {
             total: seconds(result.total),
         },
         console_log: result.console_log.as_ref().map(|p| p.display().to_string()),
+        vmcore: result.vmcore.as_ref().map(|p| p.display().to_string()),
     }
 }
 
@@ -147,6 +152,7 @@ pub(crate) mod tests {
             console_log: Some("/p/.vmtest/pass/console.log".into()),
             stdout: Default::default(),
             stderr: Default::default(),
+            vmcore: None,
         };
         pass.stdout.push(b"ok\n");
         let mut fail = TargetResult {
@@ -197,7 +203,8 @@ pub(crate) mod tests {
         "command": 0.4,
         "total": 2.6
       },
-      "console_log": "/p/.vmtest/pass/console.log"
+      "console_log": "/p/.vmtest/pass/console.log",
+      "vmcore": null
     },
     {
       "name": "fail",
@@ -212,7 +219,8 @@ pub(crate) mod tests {
         "command": 0.4,
         "total": 2.6
       },
-      "console_log": "/p/.vmtest/fail/console.log"
+      "console_log": "/p/.vmtest/fail/console.log",
+      "vmcore": null
     },
     {
       "name": "broken",
@@ -227,7 +235,8 @@ pub(crate) mod tests {
         "command": 0.0,
         "total": 0.012
       },
-      "console_log": null
+      "console_log": null,
+      "vmcore": null
     }
   ]
 }

@@ -76,6 +76,7 @@ fn problem(outcome: &Outcome) -> Option<(&'static str, &'static str, String)> {
         Outcome::TimedOut { .. } => ("failure", "timeout"),
         Outcome::Error { .. } => ("error", "infrastructure"),
         Outcome::Interrupted { .. } => ("error", "interrupted"),
+        Outcome::KernelSplat { .. } => ("failure", "kernel_splat"),
     };
     Some((element, kind, json_report::reason(outcome)))
 }

@@ -57,7 +57,8 @@ pub fn prepare(
         }
     }
     let (boot, extra_dirs) = write_init(&dir, rootfs, &plan, &target.arch)?;
-    let cmdline = qemu::kernel_cmdline(&target.arch, &boot.init, kernel_args, boot.init_args.as_deref());
+    let (kernel_args, init_args) = debugging_args(target, kernel_args, boot.init_args.as_deref());
+    let cmdline = qemu::kernel_cmdline(&target.arch, &boot.init, kernel_args.as_deref(), init_args.as_deref());
     let extras = BootExtras {
         initrd: initrd.as_deref(),
         modules: modules_share,
@@ -75,6 +76,20 @@ pub fn prepare(
         marker,
         accel,
     })
+}
+
+/// The kernel's and the init's arguments with those debugging needs:
+/// `panic=0` for a crash dump (the kernel stays in its panic instead of
+/// rebooting, which would end QEMU before the dump), before the user's so
+/// theirs still win; and `nokaslr` under gdb (the symbols in vmlinux are
+/// then where the kernel runs), last among the init's: a kernel without
+/// KASLR does not know the word and would pass it to init in front of
+/// init's own arguments, while x86's decompressor finds it anywhere.
+fn debugging_args(target: &Target, user: Option<&str>, init: Option<&str>) -> (Option<String>, Option<String>) {
+    let join = |words: Vec<&str>| (!words.is_empty()).then(|| words.join(" "));
+    let kernel = target.dump_on_panic.then_some("panic=0").into_iter().chain(user);
+    let init = init.into_iter().chain(target.gdb.is_some().then_some("nokaslr"));
+    (join(kernel.collect()), join(init.collect()))
 }
 
 /// Host-side inputs of a kernel target, checked before anything starts.
@@ -379,6 +394,32 @@ mod tests {
         bytes[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
         bytes[0x40..0x44].copy_from_slice(&kind.to_le_bytes());
         bytes
+    }
+
+    #[test]
+    fn debugging_adds_its_kernel_args_before_the_users() {
+        let args = crate::config::OneLiner {
+            kernel: "bzImage".into(),
+            command: "true".into(),
+            ..Default::default()
+        };
+        let mut target = crate::config::one_liner(args, Path::new("/w")).unwrap();
+        let owned = |(k, i): (Option<&str>, Option<&str>)| (k.map(String::from), i.map(String::from));
+        assert_eq!(debugging_args(&target, None, None), (None, None));
+        assert_eq!(
+            debugging_args(&target, Some("quiet"), Some("--guest-init /p")),
+            owned((Some("quiet"), Some("--guest-init /p")))
+        );
+        target.dump_on_panic = true;
+        assert_eq!(
+            debugging_args(&target, Some("panic=5"), None),
+            owned((Some("panic=0 panic=5"), None))
+        );
+        target.gdb = Some(crate::gdb::GdbStub::parse("1234", false).unwrap());
+        assert_eq!(
+            debugging_args(&target, None, Some("--guest-init /p")),
+            owned((Some("panic=0"), Some("--guest-init /p nokaslr")))
+        );
     }
 
     #[test]

@@ -67,6 +67,14 @@ impl LogPath {
         safe_fs::create_fresh_in(&dir, FILE_NAME)
     }
 
+    /// Creates `name` beside the log (a crash dump), as [`LogPath::create`]
+    /// creates the log, and returns it with its path.
+    pub fn create_beside(&self, name: &str) -> io::Result<(File, PathBuf)> {
+        let dir = self.open_dir(true)?;
+        let file = safe_fs::create_fresh_in(&dir, name)?;
+        Ok((file, self.path().with_file_name(name)))
+    }
+
     /// Removes an earlier run's log, if there is one where vmtest would
     /// have made it (a symlinked directory leads nowhere).
     pub fn remove(&self) -> io::Result<()> {

@@ -6,7 +6,8 @@
 //! (`runner`) turns each target into a `launch` (`kernel` with `modules`,
 //! `initramfs`, `kernel_release`; or `image`), boots it (`vm`, `qemu`,
 //! `kvm` with its verdicts in `cache`, `console` with its kept log placed by
-//! `log_path`, `janitor`), talks to the guest (`agent`, `guest`,
+//! `log_path` and its kernel splats recognised by `splat`, `janitor`; for
+//! kernel developers `gdb` and a crash `dump`), talks to the guest (`agent`, `guest`,
 //! `guest_init`, `initramfs_init`, `relay`, `shell`) and returns results with
 //! captured output (`capture`). The reporter prints as things happen
 //! (`report`, words from `render`), reports beyond the terminal are written
@@ -20,7 +21,9 @@ mod capture;
 mod cli;
 mod config;
 mod console;
+mod dump;
 mod exit_codes;
+mod gdb;
 mod github;
 mod guest;
 mod guest_init;
@@ -47,6 +50,7 @@ mod report;
 mod runner;
 mod safe_fs;
 mod shell;
+mod splat;
 mod stdin;
 mod vm;
 
@@ -57,6 +61,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use crate::config::Target;
+use crate::gdb::GdbStub;
 
 fn main() {
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -196,6 +201,34 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
         for target in &mut targets {
             target.timeout = Some(timeout);
         }
+    }
+    for target in &mut targets {
+        if let Some(policy) = args.kernel_splats {
+            target.kernel_splats = policy;
+        }
+        target
+            .kernel_splat_allow
+            .extend(args.kernel_splat_allow.iter().cloned());
+        target.dump_on_panic |= args.dump_on_panic;
+    }
+    for pattern in &args.kernel_splat_allow {
+        splat::check_pattern(pattern).map_err(|e| anyhow::anyhow!("--kernel-splat-allow '{pattern}': {e}"))?;
+    }
+    if let Some(stub) = &args.gdb {
+        if targets.len() != 1 {
+            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            bail!(
+                "--gdb needs exactly one target; {} selected ({}): pick one with -f",
+                targets.len(),
+                names.join(", ")
+            );
+        }
+        // A debugger may hold the VM for as long as it likes.
+        targets[0].timeout = None;
+        targets[0].gdb = Some(GdbStub {
+            wait: args.gdb_wait,
+            ..stub.clone()
+        });
     }
     Ok(targets)
 }

@@ -176,6 +176,22 @@ pub fn console_args(pipe: &Path) -> Vec<String> {
     ]
 }
 
+/// What a crash dump needs: QEMU's QMP monitor, listening on `socket`, and
+/// where the machine has fw_cfg (all but s390x), the `vmcoreinfo` device,
+/// through which a kernel with CONFIG_FW_CFG_SYSFS and CONFIG_KEXEC (or
+/// CRASH_CORE) tells the dump where its structures are (drgn and crash
+/// need that note).
+pub fn dump_args(arch: &str, socket: &Path) -> Vec<String> {
+    let mut args = vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", escape_opt(&socket.to_string_lossy())),
+    ];
+    if arch != "s390x" {
+        args.extend(["-device".into(), "vmcoreinfo".into()]);
+    }
+    args
+}
+
 /// Optional parts of a kernel target's boot, for kernels whose drivers are
 /// modules.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -454,6 +470,23 @@ mod tests {
         assert!(
             argv.iter()
                 .any(|a| a.ends_with("path=/,security_model=none,multidevs=remap,readonly=on"))
+        );
+    }
+
+    #[test]
+    fn a_dump_needs_a_qmp_monitor_and_vmcoreinfo() {
+        assert_eq!(
+            dump_args("x86_64", Path::new("/run/v,1/qmp.sock")),
+            [
+                "-qmp",
+                "unix:/run/v,,1/qmp.sock,server=on,wait=off",
+                "-device",
+                "vmcoreinfo"
+            ]
+        );
+        assert_eq!(
+            dump_args("s390x", Path::new("/q")),
+            ["-qmp", "unix:/q,server=on,wait=off"]
         );
     }
 

@@ -32,6 +32,9 @@ pub fn verdict(result: &TargetResult) -> String {
             if let Some(log) = &result.console_log {
                 text.push_str(&format!("\n    console log: {}", log.display()));
             }
+            if let Some(vmcore) = &result.vmcore {
+                text.push_str(&format!("\n    memory dump: {}", vmcore.display()));
+            }
             text
         }
     }
@@ -61,6 +64,7 @@ pub fn failure_reason(outcome: &Outcome) -> String {
         Outcome::TimedOut { secs } => format!("timed out after {secs} s"),
         Outcome::Error { message } => format!("error: {message}"),
         Outcome::Interrupted { signal } => crate::interrupt::Interrupted(*signal).to_string(),
+        Outcome::KernelSplat { description } => description.clone(),
     }
 }
 
@@ -113,6 +117,7 @@ mod tests {
             console_log: None,
             stdout: Default::default(),
             stderr: Default::default(),
+            vmcore: None,
         }
     }
 

@@ -129,6 +129,15 @@ impl Reporter {
         self.draw_status();
     }
 
+    /// Something the user needs to act on that is not a problem (how to
+    /// attach a debugger).
+    pub fn note(&mut self, message: &str) {
+        self.clear_status();
+        let _ = writeln!(self.err, "vmtest: {message}");
+        let _ = self.err.flush();
+        self.draw_status();
+    }
+
     pub fn target_started(&mut self, target: &Target) {
         let now = Instant::now();
         let header = render::header(target);
@@ -343,6 +352,7 @@ mod tests {
             console_log: None,
             stdout: Default::default(),
             stderr: Default::default(),
+            vmcore: None,
         }
     }
 

@@ -18,16 +18,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::agent::{Agent, ExitStatus, WaitError};
 use crate::capture::Captured;
 use crate::config::{Kind, Target};
+use crate::gdb;
 use crate::guest;
 use crate::image;
 use crate::interrupt;
 use crate::kernel;
 use crate::kvm;
 use crate::launch::{Helper, Launch, SetupStep};
-use crate::qemu::Accel;
+use crate::qemu::{self, Accel};
 use crate::relay::{self, RelayEvent, Stream};
 use crate::report::{Phase, Reporter};
 use crate::shell;
+use crate::splat::{self, Splat};
 use crate::stdin;
 use crate::vm::{QemuCrashed, Vm};
 
@@ -47,6 +49,9 @@ const WAKE_UP: Duration = Duration::from_millis(100);
 const EXIT_QUIET: Duration = Duration::from_secs(2);
 /// And how long such output is read at most after the exit.
 const EXIT_DRAIN: Duration = Duration::from_secs(10);
+/// The boot timeout, and an agent request's, while a debugger may hold the
+/// VM (`--gdb`): in effect none.
+const UNDER_GDB: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// How a target ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,12 @@ pub enum Outcome {
     /// vmtest was interrupted (SIGINT, SIGTERM) while the target ran.
     Interrupted {
         signal: i32,
+    },
+    /// The command passed, but the guest kernel reported a splat (a
+    /// warning, a bug, a lockup: `splat.rs`) and `kernel_splats` is `fail`.
+    KernelSplat {
+        /// How many, and the first one's first lines.
+        description: String,
     },
 }
 
@@ -104,6 +115,8 @@ pub struct TargetResult {
     /// The command's output, bounded.
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The guest's memory, dumped when its kernel panicked (`dump_on_panic`).
+    pub vmcore: Option<PathBuf>,
 }
 
 /// Where the command's output goes: live to the reporter, and a bounded
@@ -114,6 +127,9 @@ struct Sink<'a> {
     stderr: Captured,
     /// vmtest's stdin goes to the command (see `stdin.rs`).
     forward_stdin: bool,
+    /// The kernel splats of the run, and how many more were only counted.
+    splats: (Vec<Splat>, usize),
+    vmcore: Option<PathBuf>,
 }
 
 impl Sink<'_> {
@@ -146,6 +162,8 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             stdout: Captured::default(),
             stderr: Captured::default(),
             forward_stdin,
+            splats: Default::default(),
+            vmcore: None,
         };
         let outcome = run_target(target, &mut sink, &mut accels, &mut phases);
         let outcome = outcome.unwrap_or_else(|e| match interrupt::received() {
@@ -154,6 +172,11 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
                 message: format!("{e:#}"),
             },
         });
+        let (splats, dropped) = std::mem::take(&mut sink.splats);
+        let (outcome, warning) = splat::judge(outcome, splats, dropped, target);
+        if let Some(warning) = warning {
+            sink.reporter.warning(&format!("target '{}': {warning}", target.name));
+        }
         let result = TargetResult {
             name: target.name.clone(),
             kind: target.kind.label(),
@@ -163,6 +186,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             console_log: target.console_log.kept(),
             stdout: sink.stdout,
             stderr: sink.stderr,
+            vmcore: sink.vmcore,
         };
         reporter.target_finished(&result);
         results.push(result);
@@ -232,11 +256,28 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
     });
     let interactive = shell::wants_shell(&target.command);
     let mut args = launch.args;
+    let mut dir = launch.dir;
     if interactive {
         shell::check_terminal()?;
-        args.extend(shell::console_args(&launch.dir.shell_socket()));
+        args.extend(shell::console_args(&dir.shell_socket()));
     }
-    let vm = Vm::start(&launch.qemu, &args, launch.dir, launch.extra_dirs, interactive)?;
+    if target.dump_on_panic {
+        dir.dump_on_panic(&target.console_log);
+        args.extend(qemu::dump_args(&target.arch, &dir.qmp_socket()));
+    }
+    let boot_timeout = match &target.gdb {
+        Some(stub) => {
+            args.extend(stub.qemu_args());
+            let vmlinux = match &target.kind {
+                Kind::Kernel { kernel, .. } => gdb::find_vmlinux(kernel),
+                Kind::Image { .. } => None,
+            };
+            sink.reporter.note(&stub.attach_hint(vmlinux.as_deref()));
+            UNDER_GDB.as_secs()
+        }
+        None => boot_timeout,
+    };
+    let vm = Vm::start(&launch.qemu, &args, dir, launch.extra_dirs, interactive)?;
     let command = GuestCommand {
         text: match interactive {
             true => shell::guest_command(shell::terminal_size()),
@@ -294,13 +335,17 @@ fn run_in_vm(
     sink: &mut Sink,
     phases: &mut Phases,
 ) -> Result<Outcome> {
-    let result = drive_vm(&mut vm, command, target, boot_timeout, sink, phases);
+    let mut result = drive_vm(&mut vm, command, target, boot_timeout, sink, phases);
     if result.is_err() && interrupt::received().is_none() {
         // A broken socket usually means QEMU is exiting (a panic, a crash):
         // that is the error worth reporting.
         vm.wait_exit(Duration::from_secs(2));
-        vm.check_alive()?;
+        if let Err(e) = vm.check_alive() {
+            result = Err(e);
+        }
     }
+    sink.splats = vm.splats();
+    sink.vmcore = vm.vmcore();
     result
 }
 
@@ -313,8 +358,13 @@ fn drive_vm(
     phases: &mut Phases,
 ) -> Result<Outcome> {
     let boot_started = vm.started();
+    let request_timeout = match target.gdb {
+        Some(_) => UNDER_GDB,
+        None => AGENT_REQUEST_TIMEOUT,
+    };
     let channels = vm.take_channels().context("the VM's channels are gone")?;
     let mut agent = Agent::new(channels.agent);
+    agent.give_up_when(vm.panic_watch());
     let boot_deadline = boot_started + Duration::from_secs(boot_timeout);
     match agent.sync(boot_deadline, &mut || {
         interrupt::check()?;
@@ -336,7 +386,7 @@ fn drive_vm(
     sink.reporter.phase(Phase::SettingUp);
     for step in &command.setup {
         interrupt::check()?;
-        let deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        let deadline = Instant::now() + request_timeout;
         let (status, _, stderr) = agent
             .run(&step.path, step.args.clone(), deadline)
             .with_context(|| step.what.clone())?;
@@ -351,7 +401,7 @@ fn drive_vm(
         relay::spawn(channels.stderr, Stream::Stderr, command.marker.clone(), tx),
     ];
     let (program, args) = command.argv();
-    let request_deadline = Instant::now() + AGENT_REQUEST_TIMEOUT;
+    let request_deadline = Instant::now() + request_timeout;
     let pid = agent
         .spawn(program, args, command.env.clone(), request_deadline)
         .context("starting the command in the guest")?;
@@ -383,7 +433,7 @@ fn drive_vm(
     };
     // An agent request never outlasts the command's deadline.
     let request_deadline = || {
-        let limit = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        let limit = Instant::now() + request_timeout;
         command_deadline.map_or(limit, |d| d.min(limit))
     };
     let past_deadline = || command_deadline.is_some_and(|d| Instant::now() >= d);
@@ -437,7 +487,7 @@ fn drive_vm(
     }
     let status = match exited {
         Some((status, _)) => status,
-        None => match wait_status(&mut agent, pid, vm, command_deadline)? {
+        None => match wait_status(&mut agent, pid, vm, command_deadline, request_timeout)? {
             Some(status) => status,
             None => return timed_out(phases),
         },
@@ -477,11 +527,17 @@ impl Drop for ShellSession {
 /// The command's status, asked for once its output ended: normally the
 /// command exits moments later, but it may have closed its output early and
 /// run on. `None` if the command deadline passes first.
-fn wait_status(agent: &mut Agent, pid: i64, vm: &mut Vm, deadline: Option<Instant>) -> Result<Option<ExitStatus>> {
+fn wait_status(
+    agent: &mut Agent,
+    pid: i64,
+    vm: &mut Vm,
+    deadline: Option<Instant>,
+    request_timeout: Duration,
+) -> Result<Option<ExitStatus>> {
     let mut pause = Duration::from_millis(1);
     let past = || deadline.is_some_and(|d| Instant::now() >= d);
     loop {
-        let limit = Instant::now() + AGENT_REQUEST_TIMEOUT;
+        let limit = Instant::now() + request_timeout;
         match agent.status(pid, deadline.map_or(limit, |d| d.min(limit))) {
             Ok(Some(status)) => return Ok(Some(status)),
             Ok(None) => {}

@@ -67,6 +67,8 @@ pub struct VmDir {
     dir: TempDir,
     /// The kept console log, created for this run.
     console_log: Option<fs::File>,
+    /// Where a crash dump goes (beside this log), if one is wanted.
+    dump_beside: Option<LogPath>,
 }
 
 impl VmDir {
@@ -86,7 +88,11 @@ impl VmDir {
                 return Err(io::Error::last_os_error()).with_context(|| format!("creating {}", fifo.display()));
             }
         }
-        Ok(VmDir { dir, console_log: None })
+        Ok(VmDir {
+            dir,
+            console_log: None,
+            dump_beside: None,
+        })
     }
 
     /// Keeps the guest console in `log` after the run, if it can be created
@@ -104,6 +110,17 @@ impl VmDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Dumps the guest's memory beside `log` if its kernel panics; QEMU
+    /// must have a QMP monitor on [`VmDir::qmp_socket`].
+    pub fn dump_on_panic(&mut self, log: &LogPath) {
+        self.dump_beside = Some(log.clone());
+    }
+
+    /// The socket of QEMU's QMP monitor, when a dump is wanted.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.path().join("qmp.sock")
     }
 
     /// The socket of the interactive shell's console.
@@ -131,6 +148,9 @@ pub struct Vm {
     channels: Option<Channels>,
     stderr_log: PathBuf,
     exit: Option<ExitStatus>,
+    /// Where a crash dump goes, if one is wanted, and where it went.
+    dump_beside: Option<LogPath>,
+    vmcore: Option<PathBuf>,
     /// Extra directories removed with the VM (the init inside a rootfs).
     _extra_dirs: Vec<TempDir>,
     // Declared last so it is removed after QEMU is gone.
@@ -203,6 +223,8 @@ impl Vm {
             channels: None,
             stderr_log,
             exit: None,
+            dump_beside: dir.dump_beside.take(),
+            vmcore: None,
             _extra_dirs: extra_dirs,
             _dir: dir,
         };
@@ -275,12 +297,54 @@ impl Vm {
             .panic_seen()
             .is_some_and(|seen| seen.elapsed() >= PANIC_GRACE)
         {
+            let dumped = self.dump_beside.take().map(|log| self.dump_memory(&log));
             self.shutdown();
             self.console.finish(CONSOLE_DRAIN);
             let lines = self.console.panic_lines().unwrap_or_default();
-            bail!("{}", panic_message(&lines));
+            bail!("{}{}", panic_message(&lines), dumped.unwrap_or_default());
         }
         Ok(())
+    }
+
+    /// Writes the guest's memory beside `log` (QEMU still runs, the kernel
+    /// spins in its panic); returns a line for the error saying why there is
+    /// none, if there is none (the verdict names the dump).
+    fn dump_memory(&mut self, log: &LogPath) -> String {
+        let started = Instant::now();
+        let result = log
+            .create_beside(crate::dump::FILE_NAME)
+            .context("creating the dump file")
+            .and_then(|(file, path)| {
+                crate::dump::write(&self._dir.qmp_socket(), &file, crate::dump::TIMEOUT)?;
+                Ok(path)
+            });
+        match result {
+            Ok(path) => {
+                log::debug!("wrote {} in {:?}", path.display(), started.elapsed());
+                self.vmcore = Some(path);
+                String::new()
+            }
+            Err(e) => format!("\n  (no memory dump: {e:#})"),
+        }
+    }
+
+    /// Whether the guest kernel has panicked, for waits elsewhere.
+    pub fn panic_watch(&self) -> Box<dyn Fn() -> bool> {
+        self.console.panic_watch()
+    }
+
+    /// The crash dump this VM wrote, if it wrote one.
+    pub fn vmcore(&self) -> Option<PathBuf> {
+        self.vmcore.clone()
+    }
+
+    /// The kernel splats on the console so far, and how many more were
+    /// only counted; once QEMU has exited, all of them.
+    pub fn splats(&mut self) -> (Vec<crate::splat::Splat>, usize) {
+        if self.exit.is_some() {
+            self.console.finish(CONSOLE_DRAIN);
+        }
+        self.console.splats()
     }
 
     fn describe_exit(&self, status: ExitStatus) -> String {
