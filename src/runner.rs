@@ -129,6 +129,8 @@ struct Sink<'a> {
     forward_stdin: bool,
     /// The kernel splats of the run, and how many more were only counted.
     splats: (Vec<Splat>, usize),
+    /// The guest ran under TCG (stalls and lockups are then only warnings).
+    emulated: bool,
     vmcore: Option<PathBuf>,
 }
 
@@ -164,6 +166,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             forward_stdin,
             splats: Default::default(),
             vmcore: None,
+            emulated: false,
         };
         let outcome = run_target(target, &mut sink, &mut accels, &mut phases);
         let outcome = outcome.unwrap_or_else(|e| match interrupt::received() {
@@ -173,7 +176,7 @@ pub fn run_all(targets: &[Target], reporter: &mut Reporter) -> Vec<TargetResult>
             },
         });
         let (splats, dropped) = std::mem::take(&mut sink.splats);
-        let (outcome, warning) = splat::judge(outcome, splats, dropped, target);
+        let (outcome, warning) = splat::judge(outcome, splats, dropped, target, sink.emulated);
         if let Some(warning) = warning {
             sink.reporter.warning(&format!("target '{}': {warning}", target.name));
         }
@@ -250,6 +253,7 @@ type AccelCache = HashMap<(PathBuf, String, String), kvm::Choice>;
 
 /// Starts a prepared target's VM and runs its command.
 fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut Phases) -> Result<Outcome> {
+    sink.emulated = launch.accel == Accel::Tcg;
     let boot_timeout = target.boot_timeout.unwrap_or(match launch.accel {
         Accel::Kvm => DEFAULT_BOOT_TIMEOUT_KVM,
         Accel::Tcg => DEFAULT_BOOT_TIMEOUT_TCG,

@@ -51,6 +51,17 @@ const OPENERS: &[&str] = &[
     r"hard LOCKUP",
 ];
 
+/// Openers of splats about time: a stall, a hung task, a lockup. Under
+/// emulation (TCG) on a busy host the guest's CPUs can stop for seconds, so
+/// these are warnings there, never failures.
+const TIMING: &[&str] = &[
+    r"rcu: INFO: rcu_\w+ (self-)?detected stall",
+    r"rcu_\w+ detected stalls on CPUs",
+    r"INFO: task .+ blocked for more than \d+ seconds",
+    r"soft lockup",
+    r"hard LOCKUP",
+];
+
 /// Lines of a splat kept after its first (enough to reach the call trace
 /// of most, for the allowlist to match on).
 const MAX_LINES: usize = 48;
@@ -155,28 +166,62 @@ pub fn describe(splats: &[Splat], dropped: usize) -> String {
     }
 }
 
+/// Whether a splat is about time (a stall, a hung task, a lockup).
+fn is_timing(splat: &Splat) -> bool {
+    let first = splat.lines.first().map(String::as_str).unwrap_or_default();
+    RegexSet::new(TIMING).is_ok_and(|set| set.is_match(first))
+}
+
 /// A target's outcome once its splats are weighed, and a warning to print.
 /// Under [`Policy::Fail`] a passing command with an unexpected splat fails
 /// ([`Outcome::KernelSplat`]); a target that failed anyway keeps its reason
-/// and its splats become a warning, as they do under [`Policy::Warn`].
-pub fn judge(outcome: Outcome, splats: Vec<Splat>, dropped: usize, target: &Target) -> (Outcome, Option<String>) {
+/// and its splats become a warning, as they do under [`Policy::Warn`]. When
+/// the guest was `emulated` (TCG), stalls, hung tasks and lockups are only
+/// warnings: they say more about the host's load than about the kernel.
+pub fn judge(
+    outcome: Outcome,
+    splats: Vec<Splat>,
+    dropped: usize,
+    target: &Target,
+    emulated: bool,
+) -> (Outcome, Option<String>) {
     if target.kernel_splats == Policy::Ignore {
         return (outcome, None);
     }
-    let splats = unexpected(splats, &target.kernel_splat_allow);
-    if splats.is_empty() {
-        return (outcome, None);
+    let (timing, failing): (Vec<Splat>, Vec<Splat>) = unexpected(splats, &target.kernel_splat_allow)
+        .into_iter()
+        .partition(|s| emulated && is_timing(s));
+    let warn = |splats: &[Splat], dropped: usize, why: &str| {
+        format!(
+            "{}{why}\n(console log: {})",
+            describe(splats, dropped),
+            target.console_log.path().display()
+        )
+    };
+    let timing_warning = (!timing.is_empty()).then(|| {
+        warn(
+            &timing,
+            0,
+            "\n(a stall or lockup under emulation: a warning, not a failure)",
+        )
+    });
+    if failing.is_empty() {
+        return (outcome, timing_warning);
     }
-    let description = describe(&splats, dropped);
     match (target.kernel_splats, &outcome) {
-        (Policy::Fail, Outcome::Passed) => (Outcome::KernelSplat { description }, None),
-        _ => (
-            outcome,
-            Some(format!(
-                "{description}\n(console log: {})",
-                target.console_log.path().display()
-            )),
+        (Policy::Fail, Outcome::Passed) => (
+            Outcome::KernelSplat {
+                description: describe(&failing, dropped),
+            },
+            timing_warning,
         ),
+        _ => {
+            let mut text = warn(&failing, dropped, "");
+            if let Some(more) = timing_warning {
+                text = format!("{text}\n{more}");
+            }
+            (outcome, Some(text))
+        }
     }
 }
 
@@ -277,6 +322,28 @@ after";
     }
 
     #[test]
+    fn stalls_and_lockups_only_warn_under_emulation() {
+        let args = crate::config::OneLiner {
+            kernel: "bzImage".into(),
+            command: "true".into(),
+            ..Default::default()
+        };
+        let target = crate::config::one_liner(args, std::path::Path::new("/w")).unwrap();
+        let stall = scan("rcu: INFO: rcu_preempt self-detected stall on CPU\n\t0-....: (21000 ticks this GP)\n");
+        let lockup = scan("watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [kworker/1:1:30]\n");
+        for splats in [stall, lockup] {
+            let (outcome, warning) = judge(Outcome::Passed, splats.clone(), 0, &target, true);
+            assert_eq!(outcome, Outcome::Passed);
+            assert!(warning.unwrap().contains("under emulation"));
+            let (outcome, _) = judge(Outcome::Passed, splats, 0, &target, false);
+            assert!(matches!(outcome, Outcome::KernelSplat { .. }));
+        }
+        // A warning fails under emulation too.
+        let (outcome, _) = judge(Outcome::Passed, scan(LKDTM_WARNING), 0, &target, true);
+        assert!(matches!(outcome, Outcome::KernelSplat { .. }));
+    }
+
+    #[test]
     fn a_splat_fails_a_passing_command_under_fail_only() {
         let args = crate::config::OneLiner {
             kernel: "bzImage".into(),
@@ -285,7 +352,7 @@ after";
         };
         let mut target = crate::config::one_liner(args, std::path::Path::new("/w")).unwrap();
         let splats = scan(LKDTM_WARNING);
-        let judged = |target: &Target, outcome: Outcome| judge(outcome, splats.clone(), 0, target);
+        let judged = |target: &Target, outcome: Outcome| judge(outcome, splats.clone(), 0, target, false);
         assert_eq!(
             judged(&target, Outcome::Passed),
             (
@@ -302,7 +369,10 @@ after";
                 .unwrap()
                 .ends_with("\n(console log: /w/.vmtest/bzImage/console.log)")
         );
-        assert_eq!(judge(Outcome::Passed, Vec::new(), 0, &target), (Outcome::Passed, None));
+        assert_eq!(
+            judge(Outcome::Passed, Vec::new(), 0, &target, false),
+            (Outcome::Passed, None)
+        );
         target.kernel_splat_allow = vec!["lkdtm_WARNING\\+".into()];
         assert_eq!(judged(&target, Outcome::Passed), (Outcome::Passed, None));
         target.kernel_splat_allow.clear();
