@@ -168,7 +168,7 @@ fn a_wrong_modules_path_names_every_place_looked_at() {
     let base = project.path().join("nowhere");
     let release = &debian.amd64_release;
     out.assert_code(69)
-        .assert_stdout_contains(&format!("no modules.dep for kernel release {release}"))
+        .assert_stdout_contains(&format!("no modules for kernel release {release}"))
         .assert_stdout_contains(&format!("{}/lib/modules/{release}", base.display()));
 }
 

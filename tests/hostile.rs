@@ -332,3 +332,33 @@ fn an_image_guest_links_its_log_and_a_report_to_host_files_in_vain() {
             .is_file()
     );
 }
+
+/// Stops the guest's qemu-ga (as a wedged guest would leave it), then waits.
+const WEDGE_THE_AGENT: &str = "echo ready; for p in /proc/[0-9]*; do \
+    [ \"$(cat $p/comm 2>/dev/null)\" = qemu-ga ] && kill -STOP ${p#/proc/}; done; sleep 1000";
+
+/// A guest whose agent stops answering in the middle of a status request
+/// still ends as a timeout (124, not an infrastructure error after the
+/// agent's own 30 s), and Ctrl-C still stops it.
+#[test]
+fn a_wedged_guest_agent_neither_outlasts_the_timeout_nor_ignores_ctrl_c() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let out = project.run(
+        project
+            .vmtest()
+            .arg("-k")
+            .arg(&kernel)
+            .args(["--timeout", "20", WEDGE_THE_AGENT]),
+    );
+    out.assert_code(124).assert_stdout_contains("timed out after 20 s");
+
+    let mut run = Running::start(project.vmtest().arg("-k").arg(&kernel).arg(WEDGE_THE_AGENT));
+    run.wait_for_line("ready", Duration::from_secs(180));
+    // Past the next status request, which the stopped agent never answers.
+    std::thread::sleep(Duration::from_secs(3));
+    run.signal(libc::SIGINT);
+    let out = run.finish(Duration::from_secs(30));
+    out.assert_code(130).assert_stdout_contains("interrupted by SIGINT");
+    project.assert_nothing_left(&out);
+}
