@@ -40,9 +40,10 @@ export VMTEST_ASSETS_APT_FLAG="$flag_dir/apt-updated"
 started=$SECONDS
 apt_install qemu-system-x86 qemu-utils qemu-block-extra qemu-guest-agent
 if [ "$mode" = all ]; then
-    # Host tools the tests use besides vmtest: shellcheck for the scripts,
-    # Go and clang for the suites run in guests, gdb for the gdb test.
-    apt_install shellcheck golang-go clang llvm bpftool gdb python3-pip
+    # Host tools the tests use besides vmtest: shellcheck for the scripts;
+    # for the suites run in guests (tests/suites.rs) Go, clang, bpftool and
+    # CPython's own test suite; gdb for the gdb test.
+    apt_install shellcheck golang-go clang llvm bpftool libpython3.11-testsuite gdb python3-pip
     # tests/integration/reports.rs checks vmtest's JUnit XML with a real
     # consumer, Python's junitparser (Debian's package where pip refuses to
     # install into the system Python).
