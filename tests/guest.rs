@@ -147,21 +147,34 @@ fn words_after_a_double_dash_are_the_exact_argv() {
     assert_eq!(out.command_stdout(), "b\n", "{out}");
 }
 
+/// Runs `vmtest -k KERNEL ARGS...` once with vmtest's own init and once with
+/// the shell init and wrapper (as on another rootfs); the outcomes with the
+/// `VMTEST_SHELL_INIT` value each had.
+fn with_both_inits(project: &Project, kernel: &std::path::Path, args: &[&str]) -> Vec<(&'static str, util::Outcome)> {
+    ["0", "1"]
+        .into_iter()
+        .map(|shell_init| {
+            let mut cmd = project.vmtest();
+            cmd.env("VMTEST_SHELL_INIT", shell_init)
+                .arg("-k")
+                .arg(kernel)
+                .args(args);
+            (shell_init, project.run(&mut cmd))
+        })
+        .collect()
+}
+
 /// A command that leaves a background process holding its output ends like
 /// any other, with the vmtest init's relays and with the shell wrapper.
 #[test]
 fn a_background_process_does_not_hold_the_command_open() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::for_vms();
-    for shell_init in ["0", "1"] {
-        let out = project.run(
-            project
-                .vmtest()
-                .env("VMTEST_SHELL_INIT", shell_init)
-                .arg("-k")
-                .arg(&kernel)
-                .args(["--timeout", "120", "sleep 600 & echo started; exit 3"]),
-        );
+    for (shell_init, out) in with_both_inits(
+        &project,
+        &kernel,
+        &["--timeout", "120", "sleep 600 & echo started; exit 3"],
+    ) {
         out.assert_code(3);
         assert_eq!(
             out.command_stdout(),
@@ -177,15 +190,7 @@ fn a_background_process_does_not_hold_the_command_open() {
 fn the_whole_output_arrives_before_the_verdict() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::for_vms();
-    for shell_init in ["0", "1"] {
-        let out = project.run(
-            project
-                .vmtest()
-                .env("VMTEST_SHELL_INIT", shell_init)
-                .arg("-k")
-                .arg(&kernel)
-                .arg("seq 1 200000; seq 1 50000 >&2"),
-        );
+    for (shell_init, out) in with_both_inits(&project, &kernel, &["seq 1 200000; seq 1 50000 >&2"]) {
         out.assert_code(0);
         let stdout = out.command_stdout();
         let lines: Vec<&str> = stdout.lines().collect();
