@@ -262,14 +262,28 @@ fn loopback_up() -> io::Result<()> {
     }
 }
 
-/// Waits up to 2 s until the host has named these ports (it does so
-/// moments after the driver starts).
-fn wait_for_ports(names: &[&str]) {
-    for _ in 0..200 {
-        if names.iter().all(|name| find_port(name).is_some()) {
+/// Longest wait for the virtio console's port names.
+pub const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (at most [`PORT_WAIT`]) until the host has named these ports: it
+/// announces them moments after the driver starts, and both inits look
+/// them up by name as soon as they run.
+pub fn wait_for_ports(names: &[&str]) {
+    let deadline = std::time::Instant::now() + PORT_WAIT;
+    loop {
+        let named: Vec<String> = fs::read_dir("/sys/class/virtio-ports")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| fs::read_to_string(e.path().join("name")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().all(|w| named.iter().any(|n| n == w)) || std::time::Instant::now() > deadline {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -20,14 +20,9 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use std::time::{Duration, Instant};
-
 use crate::guest_init::mount;
 use crate::initramfs::{MODULES_DIR, NEW_ROOT};
 use crate::qemu::{AGENT_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
-
-/// Longest wait for the virtio console's port names.
-const PORT_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether this process is the initramfs stage: PID 1 started as `/init`
 /// in an archive that holds vmtest's modules directory.
@@ -168,30 +163,14 @@ fn switch_root() -> io::Result<()> {
     }
 }
 
-/// Waits (briefly) until the virtio console has named vmtest's ports: the
-/// host announces them after the driver loads, and both inits look them up
-/// by name as soon as they start.
+/// Waits (briefly) until the virtio console has named vmtest's ports, with
+/// sysfs mounted for the look.
 fn wait_for_ports() {
     let wanted = [AGENT_PORT, STDIN_PORT, STDOUT_PORT, STDERR_PORT];
     if mount("sysfs", "/sys", "sysfs", "nosuid,nodev,noexec").is_err() {
         return;
     }
-    let deadline = Instant::now() + PORT_WAIT;
-    loop {
-        let names: Vec<String> = fs::read_dir("/sys/class/virtio-ports")
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| fs::read_to_string(e.path().join("name")).ok())
-                    .map(|n| n.trim().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if wanted.iter().all(|w| names.iter().any(|n| n == w)) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    crate::guest_init::wait_for_ports(&wanted);
     // SAFETY: a valid NUL-terminated path.
     unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
 }
