@@ -435,11 +435,6 @@ fn drive_vm(
             secs: target.timeout.unwrap_or_default(),
         })
     };
-    // An agent request never outlasts the command's deadline.
-    let request_deadline = || {
-        let limit = Instant::now() + request_timeout;
-        command_deadline.map_or(limit, |d| d.min(limit))
-    };
     let past_deadline = || command_deadline.is_some_and(|d| Instant::now() >= d);
     // Output ends at both end markers (or when the ports close). The exit
     // status, polled once a second, only bounds the wait for them.
@@ -478,11 +473,10 @@ fn drive_vm(
                 vm.check_alive()?;
                 if exited.is_none() && Instant::now() >= next_poll {
                     next_poll = Instant::now() + STATUS_POLL;
-                    match agent.status(pid, request_deadline()) {
-                        Ok(Some(status)) => exited = Some((status, Instant::now())),
-                        Ok(None) => {}
-                        Err(_) if past_deadline() => return timed_out(phases),
-                        Err(e) => return Err(e),
+                    match ask_status(&mut agent, pid, command_deadline, request_timeout)? {
+                        Asked::Exited(status) => exited = Some((status, Instant::now())),
+                        Asked::Running => {}
+                        Asked::PastDeadline => return timed_out(phases),
                     }
                 }
             }
@@ -528,6 +522,26 @@ impl Drop for ShellSession {
     }
 }
 
+/// What one status request learnt.
+enum Asked {
+    Running,
+    Exited(ExitStatus),
+    /// The command's deadline passed while the agent did not answer.
+    PastDeadline,
+}
+
+/// One `guest-exec-status` request, which never outlasts the command's
+/// `deadline`: a guest that wedges during it times out as the command does.
+fn ask_status(agent: &mut Agent, pid: i64, deadline: Option<Instant>, request_timeout: Duration) -> Result<Asked> {
+    let limit = Instant::now() + request_timeout;
+    match agent.status(pid, deadline.map_or(limit, |d| d.min(limit))) {
+        Ok(Some(status)) => Ok(Asked::Exited(status)),
+        Ok(None) => Ok(Asked::Running),
+        Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => Ok(Asked::PastDeadline),
+        Err(e) => Err(e),
+    }
+}
+
 /// The command's status, asked for once its output ended: normally the
 /// command exits moments later, but it may have closed its output early and
 /// run on. `None` if the command deadline passes first.
@@ -539,14 +553,11 @@ fn wait_status(
     request_timeout: Duration,
 ) -> Result<Option<ExitStatus>> {
     let mut pause = Duration::from_millis(1);
-    let past = || deadline.is_some_and(|d| Instant::now() >= d);
     loop {
-        let limit = Instant::now() + request_timeout;
-        match agent.status(pid, deadline.map_or(limit, |d| d.min(limit))) {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) => {}
-            Err(_) if past() => return Ok(None),
-            Err(e) => return Err(e),
+        match ask_status(agent, pid, deadline, request_timeout)? {
+            Asked::Exited(status) => return Ok(Some(status)),
+            Asked::Running => {}
+            Asked::PastDeadline => return Ok(None),
         }
         vm.check_alive()?;
         interrupt::check()?;
