@@ -289,7 +289,7 @@ pub fn init_script(plan: &InitPlan) -> String {
                 let what = format!("mounting {} on {} failed", m.fstype, m.target);
                 let _ = write!(
                     line,
-                    " || {{ echo {} >&2; exit 1; }}",
+                    " || {{ echo {} >&2; sleep 1; exit 1; }}",
                     shell_quote(&fatal_message(&what, needs))
                 );
             }
@@ -335,7 +335,7 @@ pub fn init_script(plan: &InitPlan) -> String {
          \t\t[ \"$n\" = {AGENT_PORT} ] && port=/dev/${{p##*/}}\n\
          \tdone\n\
          \t[ -n \"$port\" ] && break\n\
-         \ti=$((i + 1)); [ $i -gt 20 ] && {{ echo {} >&2; exit 1; }}\n\
+         \ti=$((i + 1)); [ $i -gt 20 ] && {{ echo {} >&2; sleep 1; exit 1; }}\n\
          \tsleep 0.1\n\
          done\n\
          exec {} -m virtio-serial -p \"$port\" -t /run\n",

@@ -88,8 +88,7 @@ pub fn init(plan_path: PathBuf) -> i32 {
                 OnFailure::Warn => eprintln!("vmtest init: mounting {} on {} failed: {e}", m.source, m.target),
                 OnFailure::Fatal { needs } => {
                     let what = format!("mounting {} on {} failed ({e})", m.fstype, m.target);
-                    eprintln!("{}", fatal_message(&what, needs));
-                    return 1;
+                    return fatal(&what, needs);
                 }
             }
         }
@@ -106,11 +105,7 @@ pub fn init(plan_path: PathBuf) -> i32 {
     stamp("mounted");
     wait_for_ports(&[AGENT_PORT, STDIN_PORT, STDOUT_PORT, STDERR_PORT]);
     let Some(port) = find_port(AGENT_PORT) else {
-        eprintln!(
-            "{}",
-            fatal_message(&format!("no virtio console port named {AGENT_PORT}"), NO_PORTS_NEEDS)
-        );
-        return 1;
+        return fatal(&format!("no virtio console port named {AGENT_PORT}"), NO_PORTS_NEEDS);
     };
     if let Err(e) = start_relays(&plan.marker) {
         eprintln!("vmtest init: cannot relay the command's output: {e}");
@@ -142,6 +137,19 @@ pub fn init(plan_path: PathBuf) -> i32 {
 
 /// Links [`STDIN_LINK`] to the stdin port, or to `/dev/null` when the
 /// guest has none.
+/// Says why init stops and returns its exit status. The kernel panics the
+/// moment init exits, and a panic does not wait for the serial line to send
+/// what is queued for it, so wait until the message is out first.
+fn fatal(what: &str, needs: &str) -> i32 {
+    eprintln!("{}", fatal_message(what, needs));
+    // SAFETY: tcdrain only waits on the descriptor (and fails harmlessly if
+    // stderr is not a terminal).
+    if unsafe { libc::tcdrain(2) } != 0 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    1
+}
+
 fn link_stdin() -> io::Result<()> {
     let port = find_port(STDIN_PORT).unwrap_or_else(|| PathBuf::from("/dev/null"));
     std::os::unix::fs::symlink(port, STDIN_LINK)
