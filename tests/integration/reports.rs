@@ -4,12 +4,10 @@
 //! the report test and the unwritable-stdout test boot VMs; the rest use
 //! targets whose kernel is missing, which fail fast as infrastructure errors.
 
-mod util;
-
 use std::path::Path;
 use std::process::Command;
 
-use util::{Project, kernel_target, test_kernel};
+use crate::util::{Project, kernel_target, test_kernel};
 
 /// A config of `names`, each a target whose kernel does not exist.
 fn missing_kernels(project: &Project, names: &[&str]) {
@@ -279,7 +277,7 @@ fn github_mode_groups_annotates_and_summarises() {
     );
     let missing = project.path().join("missing/bzImage").display().to_string();
     out.assert_code(2);
-    let stdout = util::without_stop_tokens(&out.stdout);
+    let stdout = crate::util::without_stop_tokens(&out.stdout);
     assert!(
         stdout.contains(&format!(
             "::group::=== a (kernel {missing})\n::stop-commands::TOKEN\n::TOKEN::\n::endgroup::\n"

@@ -4,13 +4,11 @@
 //! gdb attaches to QEMU's stub and stops on a kernel function, and a panic
 //! leaves an ELF vmcore of the guest's memory.
 
-mod util;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Project, kernel_target, test_kernel};
+use crate::util::{Project, kernel_target, test_kernel};
 
 const PROVOKE: &str = "/sys/kernel/debug/provoke-crash/DIRECT";
 

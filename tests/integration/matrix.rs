@@ -12,12 +12,10 @@
 //!
 //! And a kernel lacking a listed option fails at once, naming the option.
 
-mod util;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use util::{Project, arm64_assets, asset_text, assets_dir, require_asset, test_kernel, toml_str};
+use crate::util::{Project, arm64_assets, asset_text, assets_dir, require_asset, test_kernel, toml_str};
 
 /// One kernel of the matrix and how to boot it.
 struct Kernel {

@@ -1,10 +1,8 @@
 //! Live output, timeouts, failure detection and cleanup, on real QEMU.
 
-mod util;
-
 use std::time::Duration;
 
-use util::{Project, Running, kernel_target, test_kernel};
+use crate::util::{Project, Running, kernel_target, test_kernel};
 
 #[test]
 fn output_arrives_live_line_by_line() {
@@ -199,7 +197,7 @@ fn sigkill_leaves_no_qemu_and_no_temp_files() {
     cmd.arg("-k").arg(&kernel).arg("echo ready; sleep 1000");
     let mut run = Running::start(&mut cmd);
     run.wait_for_line("ready", Duration::from_secs(180));
-    assert!(!util::processes_mentioning(&project.tmp.path().to_string_lossy()).is_empty());
+    assert!(!crate::util::processes_mentioning(&project.tmp.path().to_string_lossy()).is_empty());
     run.signal(libc::SIGKILL);
     let _ = run.finish(Duration::from_secs(10));
     project.wait_until_nothing_left(Duration::from_secs(10));
@@ -240,7 +238,7 @@ fn qemu_crashing_during_boot_is_retried_once() {
     let tmp = project.tmp.path().to_string_lossy().into_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let pid = loop {
-        let found = util::processes_mentioning(&tmp);
+        let found = crate::util::processes_mentioning(&tmp);
         if let Some(line) = found
             .iter()
             .find(|l| l.contains("qemu-system") && l.contains("mount_tag=vmtest_root"))

@@ -2,13 +2,11 @@
 //! with the test kernel: loopback, hostname, kernel filesystems, stdin and
 //! an exact argv (docs/guest.md).
 
-mod util;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use util::{Project, test_kernel};
+use crate::util::{Project, test_kernel};
 
 #[test]
 fn the_guest_has_loopback_a_hostname_and_the_kernel_filesystems() {
@@ -44,7 +42,7 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
 }
 
 /// Runs `cmd` with `input` on its stdin.
-fn run_with_stdin(project: &Project, cmd: &mut Command, input: Vec<u8>) -> util::Outcome {
+fn run_with_stdin(project: &Project, cmd: &mut Command, input: Vec<u8>) -> crate::util::Outcome {
     project.run_feeding(cmd, move |mut stdin| {
         let _ = stdin.write_all(&input);
     })
@@ -103,8 +101,8 @@ fn several_targets_read_end_of_file_and_vmtest_says_why() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::for_vms();
     let config = [
-        util::kernel_target("one", &kernel, "wc -c", ""),
-        util::kernel_target("two", &kernel, "wc -c", ""),
+        crate::util::kernel_target("one", &kernel, "wc -c", ""),
+        crate::util::kernel_target("two", &kernel, "wc -c", ""),
     ]
     .concat();
     project.write("vmtest.toml", &config);
@@ -150,7 +148,7 @@ fn words_after_a_double_dash_are_the_exact_argv() {
 /// Runs `vmtest -k KERNEL ARGS...` once with vmtest's own init and once with
 /// the shell init and wrapper (as on another rootfs); the outcomes with the
 /// `VMTEST_SHELL_INIT` value each had.
-fn with_both_inits(project: &Project, kernel: &std::path::Path, args: &[&str]) -> Vec<(&'static str, util::Outcome)> {
+fn with_both_inits(project: &Project, kernel: &std::path::Path, args: &[&str]) -> Vec<(&'static str, crate::util::Outcome)> {
     ["0", "1"]
         .into_iter()
         .map(|shell_init| {

@@ -9,12 +9,10 @@
 //!
 //! docs/guest.md records the host-vs-guest comparison.
 
-mod util;
-
 use std::path::Path;
 use std::process::Command;
 
-use util::{Project, debian_kernels, test_kernel};
+use crate::util::{Project, debian_kernels, test_kernel};
 
 /// CPython test modules that exercise what a test machine must offer:
 /// loopback sockets (test_epoll serves on 127.0.0.1), epoll/poll/select,

@@ -3,13 +3,11 @@
 //! initramfs it builds (and caches); the cloud flavour without 9p; and the
 //! test kernel with everything built in, which gets no initramfs at all.
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use util::{Project, debian_kernels, kernel_target, test_kernel, toml_str};
+use crate::util::{Project, debian_kernels, kernel_target, test_kernel, toml_str};
 
 /// A vmtest command with debug logs (QEMU's argv, the initramfs cache) and
 /// its own cache directory.

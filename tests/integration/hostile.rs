@@ -5,12 +5,10 @@
 //! checks that no byte of a host file leaks, no host file outside the share
 //! is written, and vmtest ends in bounded time (docs/security.md).
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use util::{Outcome, Project, Running, image_target, kernel_target, test_images, test_kernel, toml_str};
+use crate::util::{Outcome, Project, Running, image_target, kernel_target, test_images, test_kernel, toml_str};
 
 /// Powers the guest off from inside: vmtest's init powers off once the
 /// guest agent exits, so the command kills the agent.

@@ -1,11 +1,9 @@
 //! Kernel targets on real QEMU with the test kernel from tests/assets/build.sh:
 //! the behaviour of vmtest's core (config, CLI, guest environment, exit codes).
 
-mod util;
-
 use std::time::Duration;
 
-use util::{Project, kernel_target, test_kernel, toml_str};
+use crate::util::{Project, kernel_target, test_kernel, toml_str};
 
 #[test]
 fn uname_shows_the_built_kernel_release() {

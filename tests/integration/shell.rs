@@ -1,10 +1,8 @@
 //! The interactive shell, driven through a pseudo-terminal.
 
-mod util;
-
 use std::time::Duration;
 
-use util::{Project, test_kernel};
+use crate::util::{Project, test_kernel};
 
 /// A prompt-independent marker: the shell echoes the arithmetic's result.
 fn expect_output(session: &mut rexpect::session::PtySession, text: &str) {
@@ -71,8 +69,8 @@ fn shell_needs_exactly_one_target() {
     let Some((kernel, _)) = test_kernel() else { return };
     let project = Project::without_vms();
     let config = [
-        util::kernel_target("a", &kernel, "true", ""),
-        util::kernel_target("b", &kernel, "true", ""),
+        crate::util::kernel_target("a", &kernel, "true", ""),
+        crate::util::kernel_target("b", &kernel, "true", ""),
     ]
     .concat();
     project.write("vmtest.toml", &config);

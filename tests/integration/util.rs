@@ -1,16 +1,37 @@
 //! Shared helpers of the integration tests: finding the test assets, running
 //! the built vmtest binary in a scratch project directory, and checking that
 //! nothing (QEMU process, temp file) outlives a run.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// VM tests in one test binary run one at a time: TCG on two cores is slow
-/// enough already.
+/// VM tests run one at a time: TCG on two cores is slow enough already.
+/// Threads of this binary wait on the mutex; other processes (cargo-nextest
+/// runs each test in its own) on an flock of a file in Cargo's target dir.
 static VM_LOCK: Mutex<()> = Mutex::new(());
+
+/// Held while a test boots VMs.
+pub struct VmLock {
+    _thread: MutexGuard<'static, ()>,
+    /// Closing the file releases the flock.
+    _process: std::fs::File,
+}
+
+fn lock_vms() -> VmLock {
+    let thread = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-tests.lock");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor this function owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "locking {}: {}", path.display(), std::io::Error::last_os_error());
+    VmLock {
+        _thread: thread,
+        _process: file,
+    }
+}
 
 /// The directory tests/assets/build.sh fills.
 pub fn assets_dir() -> PathBuf {
@@ -113,14 +134,13 @@ pub struct Project {
     pub dir: tempfile::TempDir,
     /// TMPDIR of vmtest's runs: must be empty after each run.
     pub tmp: tempfile::TempDir,
-    _lock: Option<MutexGuard<'static, ()>>,
+    _lock: Option<VmLock>,
 }
 
 impl Project {
     /// A project for tests that boot VMs (serialised).
     pub fn for_vms() -> Project {
-        let lock = VM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        Project::build(Some(lock))
+        Project::build(Some(lock_vms()))
     }
 
     /// A project for tests that never boot a VM.
@@ -128,7 +148,7 @@ impl Project {
         Project::build(None)
     }
 
-    fn build(lock: Option<MutexGuard<'static, ()>>) -> Project {
+    fn build(lock: Option<VmLock>) -> Project {
         let dir = tempfile::Builder::new().prefix("vmtest-test.").tempdir().unwrap();
         let tmp = tempfile::Builder::new().prefix("vmtest-tmp.").tempdir().unwrap();
         Project { dir, tmp, _lock: lock }

@@ -4,11 +4,9 @@
 //! the image left untouched. Each boot takes tens of seconds without KVM, so
 //! each test checks many things in one boot.
 
-mod util;
-
 use std::time::Duration;
 
-use util::{Project, image_target, kernel_target, sha256, test_images, test_kernel, toml_str};
+use crate::util::{Project, image_target, kernel_target, sha256, test_images, test_kernel, toml_str};
 
 #[test]
 fn a_bios_image_runs_the_command_with_shares_mounts_and_only_its_env() {

@@ -5,11 +5,9 @@
 //! to tens of seconds (s390x) under TCG, so the VM tests check several
 //! things per boot.
 
-mod util;
-
 use std::path::Path;
 
-use util::{Project, arm64_assets, s390x_assets, toml_str};
+use crate::util::{Project, arm64_assets, s390x_assets, toml_str};
 
 /// The shell init's private directory in the rootfs's /tmp is gone.
 fn assert_no_init_left(rootfs: &Path) {
