@@ -1,0 +1,231 @@
+//! Preparing an image target: everything before QEMU starts.
+//!
+//! Checks the disk image (it must exist and be qcow2, or raw with an MBR or
+//! GPT partition table), finds the firmware (SeaBIOS, OVMF under `uefi =
+//! true`, or `vm.bios`), copies OVMF's variable store into the VM's private
+//! directory, and assembles QEMU's argv, the setup steps that mount the 9p
+//! shares inside the guest, and the way the command is started there. The
+//! image's own bootloader, kernel and guest agent do the rest. The user's
+//! image is never written to: QEMU runs the disk in snapshot mode. The result
+//! is a [`Launch`] for the runner; this module neither starts nor waits for
+//! anything.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Mount, Target};
+use crate::guest::GUEST_PATH;
+use crate::guest::SHARE_TAG;
+use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
+use crate::launch::{Boot, Helper, SetupStep};
+use crate::vm::VmDir;
+use crate::vm::qemu::{self, Accel, Disk, Firmware, Format};
+
+/// OVMF as installed on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ovmf {
+    /// Separate code and variable-store files: two pflash drives, the store
+    /// copied for each run.
+    Split { code: PathBuf, vars: PathBuf },
+    /// One combined file, given to `-bios`.
+    Combined(PathBuf),
+}
+
+/// An image target's inputs, checked on the host.
+pub struct Inputs {
+    image: PathBuf,
+    format: Format,
+    ovmf: Option<Ovmf>,
+}
+
+/// Checks an image target's disk image and firmware.
+pub fn check(target: &Target, image: &Path, uefi: bool) -> Result<Inputs> {
+    let format = detect_format(image)?;
+    let ovmf = match (&target.vm.bios, uefi) {
+        (None, true) => Some(find_ovmf(&target.arch, |p| p.is_file())?),
+        (Some(bios), _) if !bios.is_file() => bail!("vm.bios {} not found", bios.display()),
+        _ => None,
+    };
+    Ok(Inputs {
+        image: image.to_path_buf(),
+        format,
+        ovmf,
+    })
+}
+
+/// Copies OVMF's variables into `dir` (UEFI) and builds QEMU's argv and the
+/// setup steps that mount the shares in the guest.
+pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel) -> Result<Boot> {
+    let firmware = match (&target.vm.bios, inputs.ovmf) {
+        (Some(bios), _) => Firmware::Bios(bios.clone()),
+        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
+        (None, Some(Ovmf::Split { code, vars })) => {
+            // OVMF writes its variables (boot entries) back: never to the host's copy.
+            let private = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy(&vars, &private)
+                .with_context(|| format!("copying the UEFI variable store {}", vars.display()))?;
+            Firmware::Pflash { code, vars: private }
+        }
+        (None, None) => Firmware::SeaBios,
+    };
+    let disk = Disk {
+        image: &inputs.image,
+        format: inputs.format,
+    };
+    let args = qemu::image_argv(target, disk, &firmware, &dir.paths(), accel);
+    Ok(Boot {
+        args,
+        extra_dirs: Vec::new(),
+        helper: Helper::Shell,
+        setup: setup_steps(&target.vm.mounts),
+        workdir: crate::guest::workdir_in_share(target),
+        env: target_env_only(target),
+    })
+}
+
+/// The image's format, from its first bytes: qcow2's magic, else an MBR boot
+/// signature or a GPT header (512- or 4096-byte sectors) for a raw disk.
+pub fn detect_format(image: &Path) -> Result<Format> {
+    use std::io::Read;
+    if !image.exists() {
+        bail!("image {} not found", image.display());
+    }
+    if !image.is_file() {
+        bail!("image {} is not a file", image.display());
+    }
+    let mut header = Vec::with_capacity(4608);
+    std::fs::File::open(image)
+        .and_then(|f| f.take(4608).read_to_end(&mut header))
+        .with_context(|| format!("reading image {}", image.display()))?;
+    match format_of(&header) {
+        Some(format) => Ok(format),
+        None => bail!(
+            "{} is not a disk image: it is neither qcow2 nor a raw disk with an MBR or GPT partition table",
+            image.display()
+        ),
+    }
+}
+
+fn format_of(header: &[u8]) -> Option<Format> {
+    let at = |offset: usize, bytes: &[u8]| header.get(offset..offset + bytes.len()) == Some(bytes);
+    if at(0, b"QFI\xfb") {
+        Some(Format::Qcow2)
+    } else if at(510, &[0x55, 0xaa]) || at(512, b"EFI PART") || at(4096, b"EFI PART") {
+        Some(Format::Raw)
+    } else {
+        None
+    }
+}
+
+/// Split CODE/VARS pairs of OVMF, in the order they are looked for.
+const OVMF_SPLIT: &[(&str, &str)] = &[
+    // Debian 12+, Ubuntu 22.04+ (package ovmf)
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    // Older Debian and Ubuntu; Fedora's compatibility links
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    // Fedora (edk2-ovmf)
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    // Arch (edk2-ovmf)
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+    ("/usr/share/edk2/x64/OVMF_CODE.fd", "/usr/share/edk2/x64/OVMF_VARS.fd"),
+    // Older Arch
+    (
+        "/usr/share/edk2-ovmf/x64/OVMF_CODE.fd",
+        "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd",
+    ),
+    // QEMU's own build
+    (
+        "/usr/share/qemu/edk2-x86_64-code.fd",
+        "/usr/share/qemu/edk2-i386-vars.fd",
+    ),
+];
+
+/// Combined OVMF builds, looked for after the split ones.
+const OVMF_COMBINED: &[&str] = &[
+    "/usr/share/ovmf/OVMF.fd",
+    "/usr/share/OVMF/OVMF.fd",
+    "/usr/share/edk2/ovmf/OVMF.fd",
+    "/usr/share/edk2-ovmf/x64/OVMF.fd",
+    "/usr/share/qemu/OVMF.fd",
+];
+
+/// Finds OVMF in the usual places; `exists` says whether a file is there.
+pub fn find_ovmf(arch: &str, exists: impl Fn(&Path) -> bool) -> Result<Ovmf> {
+    if arch != "x86_64" {
+        bail!("uefi = true needs vm.bios on {arch}: vmtest only knows where x86_64's OVMF is installed");
+    }
+    for (code, vars) in OVMF_SPLIT {
+        let (code, vars) = (Path::new(code), Path::new(vars));
+        if exists(code) && exists(vars) {
+            return Ok(Ovmf::Split {
+                code: code.into(),
+                vars: vars.into(),
+            });
+        }
+    }
+    if let Some(file) = OVMF_COMBINED.iter().map(Path::new).find(|p| exists(p)) {
+        return Ok(Ovmf::Combined(file.into()));
+    }
+    let tried: Vec<String> = OVMF_SPLIT
+        .iter()
+        .map(|(code, vars)| format!("  {code} + {vars}"))
+        .chain(OVMF_COMBINED.iter().map(|f| format!("  {f}")))
+        .collect();
+    bail!(
+        "uefi = true, but no OVMF firmware was found; tried:\n{}\n\
+         install it (Debian/Ubuntu: apt install ovmf; Fedora: dnf install edk2-ovmf; \
+         Arch: pacman -S edk2-ovmf) or set vm.bios to an OVMF file",
+        tried.join("\n")
+    )
+}
+
+/// Loads 9p in the guest and checks for it before the first mount, so that
+/// a kernel without it fails with a message saying what the image lacks
+/// instead of a bare "unknown filesystem type".
+const CHECK_9P: &str = "modprobe -q 9p 2>/dev/null; modprobe -q 9pnet_virtio 2>/dev/null; \
+grep -qw 9p /proc/filesystems || { echo 'the guest kernel has no 9p filesystem: the image needs \
+the 9p modules (9p, 9pnet_virtio) for vmtest to share directories with it' >&2; exit 1; }";
+
+/// The programs the guest agent runs before the command: check for 9p and
+/// mount the config directory at /mnt/vmtest (read-write), then each
+/// `vm.mounts` entry (read-only unless writable), creating the mount points.
+/// (Each step is a process spawned through the agent: seconds under TCG.)
+pub fn setup_steps(mounts: &[Mount]) -> Vec<SetupStep> {
+    let sh = |what: String, script: String| SetupStep {
+        what,
+        path: "/bin/sh".into(),
+        args: vec!["-c".into(), script],
+    };
+    let mount = |tag: &str, guest: &str, writable: bool| {
+        let guest = shell_quote(guest);
+        format!(
+            "mkdir -p {guest} && mount -t 9p -o {} {tag} {guest}",
+            ninep_options(writable, false)
+        )
+    };
+    let share = format!("{CHECK_9P}\n{}", mount(SHARE_TAG, GUEST_SHARE, true));
+    let mut steps = vec![sh(format!("mounting {GUEST_SHARE}"), share)];
+    for (index, m) in mounts.iter().enumerate() {
+        steps.push(sh(
+            format!("mounting {}", m.guest_path),
+            mount(&crate::guest::mount_tag(index), &m.guest_path, m.writable),
+        ));
+    }
+    steps
+}
+
+/// The target's own variables and a PATH that fits a Linux guest; nothing
+/// from the host.
+pub fn target_env_only(target: &Target) -> Vec<String> {
+    let mut env = target.env.clone();
+    env.entry("PATH".into()).or_insert_with(|| GUEST_PATH.into());
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[cfg(test)]
+#[path = "image_tests.rs"]
+mod tests;
