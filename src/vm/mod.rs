@@ -23,6 +23,7 @@ pub mod janitor;
 pub mod kvm;
 pub mod qemu;
 pub mod splat;
+pub mod virtiofs;
 
 use std::fs;
 use std::io;
@@ -79,6 +80,9 @@ pub struct Channels {
 
 /// A private directory for one VM, before QEMU starts.
 pub struct VmDir {
+    /// The virtiofs daemons serving this VM (first: stopped before the
+    /// directory with their sockets goes).
+    daemons: crate::vm::virtiofs::Daemons,
     dir: TempDir,
     /// The kept console log, created for this run.
     console_log: Option<fs::File>,
@@ -104,6 +108,7 @@ impl VmDir {
             }
         }
         Ok(VmDir {
+            daemons: Default::default(),
             dir,
             console_log: None,
             dump_beside: None,
@@ -125,6 +130,11 @@ impl VmDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Keeps the VM's virtiofs daemons until QEMU is gone.
+    pub fn adopt(&mut self, daemons: crate::vm::virtiofs::Daemons) {
+        self.daemons = daemons;
     }
 
     /// Dumps the guest's memory beside `log` if its kernel panics; QEMU
@@ -306,6 +316,12 @@ impl Vm {
                 Some(signal) => anyhow::Error::new(QemuCrashed { signal, description }),
                 None => anyhow!("{description}"),
             });
+        }
+        if let Some(exited) = self._dir.daemons.check() {
+            bail!(
+                "{exited}, so the guest lost its shared files\nlast lines of the guest console:\n{}",
+                self.console_tail()
+            );
         }
         if self
             .console

@@ -1,0 +1,303 @@
+//! virtiofs: the `virtiofsd` daemons of one VM, and QEMU's side of them.
+//!
+//! It finds `virtiofsd` (the Rust daemon; `VMTEST_VIRTIOFSD` names it or
+//! turns it off), builds each daemon's command line and QEMU's
+//! `vhost-user-fs` devices and shared guest RAM with pure functions, and
+//! owns the running daemons ([`Daemons`]): one per shared directory, handed
+//! a socket vmtest already listens on, told to die with vmtest, registered
+//! with the janitor, and stopped and reaped on drop. Which directories go
+//! over virtiofs, and whether at all, is `share.rs`'s decision.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// The environment variable that names the daemon, or (`none`) turns
+/// virtiofs off.
+pub const DAEMON_ENV: &str = "VMTEST_VIRTIOFSD";
+/// Where distributions install the Rust daemon outside `PATH`.
+const KNOWN_PATHS: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"];
+/// QEMU's id of the shared guest RAM.
+const MEMORY_ID: &str = "vmtest_mem";
+/// The descriptor number the daemon finds its listening socket on.
+const SOCKET_FD: i32 = 3;
+/// How long a daemon gets to exit after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// The `virtiofsd` to use: `$VMTEST_VIRTIOFSD` if set (`none` or empty: no
+/// daemon), else `virtiofsd` on `PATH`, else where distributions put it.
+pub fn find_daemon() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    find_daemon_in(std::env::var_os(DAEMON_ENV), &path, is_executable)
+}
+
+fn find_daemon_in(configured: Option<OsString>, path: &OsString, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    if let Some(configured) = configured {
+        if configured.is_empty() || configured == "none" {
+            return None;
+        }
+        return Some(PathBuf::from(configured));
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join("virtiofsd"))
+        .chain(KNOWN_PATHS.iter().map(PathBuf::from))
+        .find(|p| exists(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// One directory exported over virtiofs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The guest's mount tag (also names the socket and QEMU's chardev).
+    pub tag: String,
+    pub host_path: PathBuf,
+    pub writable: bool,
+}
+
+/// The daemon's arguments for one export listening on descriptor 3.
+/// `cache=auto`: the guest keeps metadata for one second and file contents
+/// while the file's size and mtime are unchanged, and writes go straight to
+/// the host. As root the daemon sandboxes itself in namespaces; otherwise it
+/// runs as the user, who cannot chown.
+pub fn daemon_args(export: &Export, as_root: bool) -> Vec<String> {
+    let mut args = vec![
+        format!("--fd={SOCKET_FD}"),
+        format!("--shared-dir={}", export.host_path.display()),
+        "--cache=auto".into(),
+        format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
+        "--log-level=error".into(),
+    ];
+    if !export.writable {
+        args.push("--readonly".into());
+    }
+    args
+}
+
+/// QEMU's guest RAM as a shared memfd, which vhost-user needs: the daemon
+/// maps it to reach the guest's buffers. `memory` is `vm.memory` (QEMU size
+/// syntax, the same as `-m`).
+pub fn memory_args(memory: &str) -> Vec<String> {
+    vec![
+        "-object".into(),
+        format!("memory-backend-memfd,id={MEMORY_ID},size={memory},share=on"),
+        "-machine".into(),
+        format!("memory-backend={MEMORY_ID}"),
+    ]
+}
+
+/// QEMU's device for one export, connected to its daemon's socket.
+pub fn device_args(export: &Export, socket: &Path) -> Vec<String> {
+    let id = format!("fs_{}", export.tag);
+    vec![
+        "-chardev".into(),
+        format!("socket,id={id},path={}", socket.to_string_lossy().replace(',', ",,")),
+        "-device".into(),
+        format!("vhost-user-fs-pci,queue-size=1024,chardev={id},tag={}", export.tag),
+    ]
+}
+
+/// The socket of an export's daemon in the VM's private directory.
+pub fn socket_path(dir: &Path, export: &Export) -> PathBuf {
+    dir.join(format!("virtiofs-{}.sock", export.tag))
+}
+
+/// The running daemons of one VM. Dropping it stops and reaps them.
+#[derive(Default)]
+pub struct Daemons {
+    children: Vec<(String, Child)>,
+}
+
+impl std::fmt::Debug for Daemons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pids: Vec<u32> = self.children.iter().map(|(_, c)| c.id()).collect();
+        write!(f, "Daemons {pids:?}")
+    }
+}
+
+impl Daemons {
+    /// Starts `daemon` for each export, listening on a socket in `dir`, and
+    /// returns QEMU's arguments for them (the shared RAM included).
+    pub fn start(daemon: &Path, exports: &[Export], dir: &Path, memory: &str) -> Result<(Daemons, Vec<String>)> {
+        let mut daemons = Daemons::default();
+        let mut args = memory_args(memory);
+        // SAFETY: geteuid has no preconditions.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        for export in exports {
+            let socket = socket_path(dir, export);
+            let listener = UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
+            let log = fs::File::create(dir.join(format!("virtiofs-{}.log", export.tag)))
+                .context("creating virtiofsd's log")?;
+            let mut command = Command::new(daemon);
+            command
+                .args(daemon_args(export, as_root))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            pass_listener(&mut command, &listener);
+            crate::vm::die_with_parent(&mut command);
+            let child = command.spawn().with_context(|| {
+                format!(
+                    "starting {} for {} (set vm.share = \"9p\" to do without it)",
+                    daemon.display(),
+                    export.host_path.display()
+                )
+            })?;
+            crate::vm::janitor::register_process(child.id());
+            log::debug!(
+                "virtiofsd {} for {} (tag {})",
+                child.id(),
+                export.host_path.display(),
+                export.tag
+            );
+            daemons.children.push((export.tag.clone(), child));
+            // Our copy of the listener closes here: if the daemon dies,
+            // QEMU's connection is refused instead of waiting for it.
+            args.extend(device_args(export, &socket));
+        }
+        Ok((daemons, args))
+    }
+
+    /// Whether any daemon has exited, and if so a line saying so.
+    pub fn check(&mut self) -> Option<String> {
+        self.children
+            .iter_mut()
+            .find_map(|(tag, child)| match child.try_wait() {
+                Ok(Some(status)) => Some(format!("virtiofsd for {tag} exited ({status})")),
+                _ => None,
+            })
+    }
+}
+
+/// Puts `listener` on descriptor [`SOCKET_FD`] of the child, inheritable.
+fn pass_listener(command: &mut Command, listener: &UnixListener) {
+    let fd = listener.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in the
+    // parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == SOCKET_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, SOCKET_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        // The daemons exit by themselves once QEMU, their one client, is
+        // gone; SIGTERM covers a daemon QEMU never connected to.
+        for (_, child) in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: signalling our own unreaped child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + TERM_GRACE;
+        for (tag, child) in &mut self.children {
+            while let Ok(None) = child.try_wait() {
+                if Instant::now() >= deadline {
+                    log::debug!("virtiofsd for {tag} ignored SIGTERM; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(writable: bool) -> Export {
+        Export {
+            tag: "vmtest_root".into(),
+            host_path: "/".into(),
+            writable,
+        }
+    }
+
+    #[test]
+    fn daemon_args_are_exact() {
+        assert_eq!(
+            daemon_args(&export(true), true),
+            [
+                "--fd=3",
+                "--shared-dir=/",
+                "--cache=auto",
+                "--sandbox=namespace",
+                "--log-level=error"
+            ]
+        );
+        assert_eq!(
+            daemon_args(&export(false), false),
+            [
+                "--fd=3",
+                "--shared-dir=/",
+                "--cache=auto",
+                "--sandbox=none",
+                "--log-level=error",
+                "--readonly"
+            ]
+        );
+    }
+
+    #[test]
+    fn qemu_args_are_exact() {
+        assert_eq!(
+            memory_args("4G"),
+            [
+                "-object",
+                "memory-backend-memfd,id=vmtest_mem,size=4G,share=on",
+                "-machine",
+                "memory-backend=vmtest_mem"
+            ]
+        );
+        assert_eq!(
+            device_args(&export(true), Path::new("/t/a,b.sock")),
+            [
+                "-chardev",
+                "socket,id=fs_vmtest_root,path=/t/a,,b.sock",
+                "-device",
+                "vhost-user-fs-pci,queue-size=1024,chardev=fs_vmtest_root,tag=vmtest_root"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_daemon_is_the_configured_one_or_the_first_found() {
+        let path = OsString::from("/a:/b");
+        let found = |p: &Path| p == Path::new("/b/virtiofsd") || p == Path::new("/usr/libexec/virtiofsd");
+        assert_eq!(find_daemon_in(None, &path, found), Some("/b/virtiofsd".into()));
+        assert_eq!(
+            find_daemon_in(None, &OsString::new(), found),
+            Some("/usr/libexec/virtiofsd".into())
+        );
+        assert_eq!(find_daemon_in(Some("none".into()), &path, found), None);
+        assert_eq!(find_daemon_in(Some("".into()), &path, found), None);
+        assert_eq!(
+            find_daemon_in(Some("/opt/vfsd".into()), &path, |_| false),
+            Some("/opt/vfsd".into())
+        );
+        assert_eq!(find_daemon_in(None, &path, |_| false), None);
+    }
+}
