@@ -101,6 +101,8 @@ pub struct VmConfig {
     pub bios: Option<PathBuf>,
     pub extra_args: Vec<String>,
     pub mounts: Vec<Mount>,
+    /// How the shared directories reach the guest (`vm.share`).
+    pub share: crate::launch::share::Mode,
 }
 
 impl Default for VmConfig {
@@ -111,6 +113,7 @@ impl Default for VmConfig {
             bios: None,
             extra_args: Vec::new(),
             mounts: Vec::new(),
+            share: Default::default(),
         }
     }
 }
@@ -167,6 +170,8 @@ struct RawVm {
     extra_args: Vec<String>,
     #[serde(default)]
     mounts: BTreeMap<String, RawMount>,
+    #[serde(default)]
+    share: crate::launch::share::Mode,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +372,7 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
         bios: raw.bios.map(|b| resolve(base_dir, &b)),
         extra_args: raw.extra_args,
         mounts,
+        share: raw.share,
     })
 }
 

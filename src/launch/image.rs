@@ -18,6 +18,7 @@ use crate::config::{Mount, Target};
 use crate::guest::GUEST_PATH;
 use crate::guest::SHARE_TAG;
 use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
+use crate::launch::share::{self, Transport};
 use crate::launch::{Boot, Helper, SetupStep};
 use crate::vm::VmDir;
 use crate::vm::qemu::{self, Accel, Disk, Firmware, Format};
@@ -56,7 +57,7 @@ pub fn check(target: &Target, image: &Path, uefi: bool) -> Result<Inputs> {
 
 /// Copies OVMF's variables into `dir` (UEFI) and builds QEMU's argv and the
 /// setup steps that mount the shares in the guest.
-pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel) -> Result<Boot> {
+pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel, transport: &Transport) -> Result<Boot> {
     let firmware = match (&target.vm.bios, inputs.ovmf) {
         (Some(bios), _) => Firmware::Bios(bios.clone()),
         (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
@@ -74,11 +75,15 @@ pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel) -> Re
         format: inputs.format,
     };
     let args = qemu::image_argv(target, disk, &firmware, &dir.paths(), accel);
+    let setup = match transport {
+        Transport::NineP => setup_steps(&target.vm.mounts),
+        Transport::Virtiofs(_) => share::virtiofs_setup(setup_steps(&target.vm.mounts), &target.vm.mounts),
+    };
     Ok(Boot {
         args,
         extra_dirs: Vec::new(),
         helper: Helper::Shell,
-        setup: setup_steps(&target.vm.mounts),
+        setup,
         workdir: crate::guest::workdir_in_share(target),
         env: target_env_only(target),
     })

@@ -15,6 +15,7 @@ use crate::config::{Kind, Target};
 use crate::guest;
 use crate::launch::initramfs::InitProgram;
 use crate::launch::modules::{self, RootDrivers};
+use crate::launch::share::{self, Transport};
 use crate::launch::{Boot, Helper};
 use crate::vm::VmDir;
 use crate::vm::qemu::{self, Accel, BootExtras};
@@ -54,9 +55,29 @@ pub fn check(target: &Target, kernel: &Path, rootfs: &Path) -> Result<Inputs> {
     })
 }
 
+impl Inputs {
+    /// Whether the kernel has virtiofs built in, from its config or
+    /// modules list (`share.rs` decides with it).
+    pub fn virtiofs_support(&self) -> share::KernelSupport {
+        let (release, modules) = match &self.drivers {
+            Some((release, RootDrivers::Modules { dir, .. })) => (Some(release.as_str()), Some(dir.path.as_path())),
+            Some((release, RootDrivers::BuiltIn)) => (Some(release.as_str()), None),
+            None => (None, None),
+        };
+        share::kernel_support(&self.kernel, release, &self.rootfs, modules)
+    }
+}
+
 /// Writes the guest's init into `dir` (and the initramfs, if the kernel
 /// needs one) and builds QEMU's argv.
-pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, marker: &str, accel: Accel) -> Result<Boot> {
+pub fn prepare(
+    target: &Target,
+    inputs: Inputs,
+    dir: &VmDir,
+    marker: &str,
+    accel: Accel,
+    transport: &Transport,
+) -> Result<Boot> {
     let Inputs {
         kernel,
         kernel_args,
@@ -89,9 +110,16 @@ pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, marker: &str, accel
             }
         }
     }
+    let virtiofs = matches!(transport, Transport::Virtiofs(_));
+    if virtiofs {
+        share::virtiofs_plan(&mut plan, &target.vm.mounts);
+    }
     let (init, extra_dirs) = write_init(dir, rootfs, &plan, &target.arch)?;
     let (kernel_args, init_args) = debugging_args(target, kernel_args.as_deref(), init.init_args.as_deref());
-    let cmdline = qemu::kernel_cmdline(&target.arch, &init.init, kernel_args.as_deref(), init_args.as_deref());
+    let mut cmdline = qemu::kernel_cmdline(&target.arch, &init.init, kernel_args.as_deref(), init_args.as_deref());
+    if virtiofs {
+        cmdline = share::virtiofs_cmdline(&cmdline);
+    }
     let extras = BootExtras {
         initrd: initrd.as_deref(),
         modules: modules_share,

@@ -18,6 +18,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod kernel_release;
 pub mod modules;
+pub mod share;
 
 use std::path::PathBuf;
 
@@ -153,11 +154,26 @@ pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel) -> 
     let mut dir = VmDir::new()?;
     dir.keep_console_log(&target.console_log);
     let marker = crate::ports::relay::new_marker();
+    let support = match &inputs {
+        Inputs::Kernel(inputs) => Some(inputs.virtiofs_support()),
+        Inputs::Image(_) => None,
+    };
+    let transport = share::choose(target, crate::vm::virtiofs::find_daemon(), support.as_ref())?;
     let boot = match inputs {
-        Inputs::Kernel(inputs) => kernel::prepare(target, inputs, &dir, &marker, accel)?,
-        Inputs::Image(inputs) => image::prepare(target, inputs, &dir, accel)?,
+        Inputs::Kernel(inputs) => kernel::prepare(target, inputs, &dir, &marker, accel, &transport)?,
+        Inputs::Image(inputs) => image::prepare(target, inputs, &dir, accel, &transport)?,
     };
     let mut args = boot.args;
+    if let share::Transport::Virtiofs(daemon) = &transport {
+        let root = match &target.kind {
+            Kind::Kernel { rootfs, .. } => Some((rootfs.as_path(), !qemu::root_read_only(target))),
+            Kind::Image { .. } => None,
+        };
+        let exports = share::exports(target, root);
+        let (daemons, device_args) = share::start(daemon, &exports, dir.path(), &target.vm.memory)?;
+        dir.adopt(daemons);
+        args.extend(device_args);
+    }
     if interactive {
         args.extend(qemu::shell_console_args(&dir.shell_socket()));
     }

@@ -351,12 +351,14 @@ impl<'t, 'e> TargetRun<'t, 'e> {
     /// Setup: the launch's steps (mounting shares in an image), each of
     /// which must exit 0.
     fn set_up(&mut self, agent: &mut Agent, setup: &[launch::SetupStep]) -> Result<()> {
+        let mut fell_back = false;
         for step in setup {
             interrupt::check()?;
             let deadline = Instant::now() + self.request_timeout();
-            let (status, _, stderr) = agent
+            let (status, stdout, stderr) = agent
                 .run(&step.path, step.args.clone(), deadline)
                 .with_context(|| step.what.clone())?;
+            launch::share::note_setup_output(&self.target.name, &stdout, &mut fell_back);
             if status != ExitStatus::Code(0) {
                 let stderr = String::from_utf8_lossy(&stderr);
                 bail!("{} failed in the guest ({status:?}): {}", step.what, stderr.trim());

@@ -75,10 +75,9 @@ pub fn console_device(arch: &str) -> &'static str {
 /// `rw`), and last, after `--`, the init's own arguments.
 pub fn kernel_cmdline(arch: &str, init: &str, user_args: Option<&str>, init_args: Option<&str>) -> String {
     let mut line = format!(
-        "console={} root={ROOT_TAG} rootfstype=9p \
-         rootflags=trans=virtio,version=9p2000.L,msize={MSIZE},access=any,cache=mmap rw \
-         init={init} panic=-1",
-        console_device(arch)
+        "console={} root={ROOT_TAG} {} rw init={init} panic=-1",
+        console_device(arch),
+        ninep_root_args()
     );
     if let Some(args) = user_args.map(str::trim).filter(|a| !a.is_empty()) {
         line.push(' ');
@@ -89,6 +88,12 @@ pub fn kernel_cmdline(arch: &str, init: &str, user_args: Option<&str>, init_args
         line.push_str(args);
     }
     line
+}
+
+/// The kernel arguments that make the root a 9p mount (`share.rs` swaps
+/// them for virtiofs).
+pub fn ninep_root_args() -> String {
+    format!("rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize={MSIZE},access=any,cache=mmap")
 }
 
 /// The machine, accelerator, CPUs and memory, and QEMU's own quiet defaults.

@@ -1,0 +1,388 @@
+//! How the host's directories reach the guest: virtiofs or 9p.
+//!
+//! `vm.share` (`auto`, `virtiofs`, `9p`) and what the host and the guest
+//! kernel offer decide, per target, whether the shared directories (a
+//! kernel target's root, `/mnt/vmtest`, `vm.mounts`) go over virtiofs,
+//! which caches metadata in the guest and is several times faster for
+//! file-heavy work, or over 9p. `auto` takes virtiofs when `virtiofsd` is
+//! found and the guest can mount it, else 9p with one info line saying why;
+//! a forced `virtiofs` that cannot work is an error. This module decides
+//! and rewrites the 9p parts of a launch (kernel command line, the init's
+//! mounts, an image's mount steps); `virtiofs.rs` runs the daemons. A
+//! kernel's modules directory outside its rootfs stays on 9p.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+
+use crate::config::{Mount, Target};
+use crate::guest::{InitPlan, MountStep, ROOT_TAG, SHARE_TAG, mount_tag};
+use crate::launch::SetupStep;
+use crate::quote::shell_quote;
+use crate::vm::qemu;
+use crate::vm::virtiofs::{self, Daemons, Export};
+
+/// The `vm.share` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Mode {
+    /// virtiofs where it works, else 9p.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+    #[serde(rename = "9p")]
+    NineP,
+}
+
+/// Whether a kernel can mount virtiofs without an initramfs's help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSupport {
+    /// CONFIG_FUSE_FS and CONFIG_VIRTIO_FS built in.
+    BuiltIn,
+    /// Either is missing or a module (the file that says so).
+    Lacking(PathBuf),
+    /// Neither a config nor a modules list was found.
+    Unknown,
+}
+
+/// What carries the shared directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    NineP,
+    /// virtiofs through this daemon.
+    Virtiofs(PathBuf),
+}
+
+/// Architectures whose virtio devices are PCI, where `vhost-user-fs-pci` is.
+fn pci_arch(arch: &str) -> bool {
+    matches!(arch, "x86_64" | "aarch64" | "riscv64")
+}
+
+/// Decides the transport of a target from its mode, the daemon found and,
+/// for kernel targets, what the kernel has (`None` for images, whose guest
+/// falls back to 9p by itself). Logs one info line when `auto` falls back.
+pub fn choose(target: &Target, daemon: Option<PathBuf>, kernel: Option<&KernelSupport>) -> Result<Transport> {
+    let mode = target.vm.share;
+    if mode == Mode::NineP {
+        return Ok(Transport::NineP);
+    }
+    let lacking = if !pci_arch(&target.arch) {
+        Some(format!("vmtest has no virtiofs device for {}", target.arch))
+    } else if daemon.is_none() {
+        Some(format!(
+            "no virtiofsd found (on PATH, /usr/libexec, or ${})",
+            virtiofs::DAEMON_ENV
+        ))
+    } else {
+        match kernel {
+            Some(KernelSupport::Lacking(file)) => Some(format!(
+                "the kernel lacks CONFIG_FUSE_FS=y and CONFIG_VIRTIO_FS=y built in (says {})",
+                file.display()
+            )),
+            Some(KernelSupport::Unknown) if mode == Mode::Auto => {
+                Some("no config or modules list tells whether the kernel has virtiofs".into())
+            }
+            _ => None,
+        }
+    };
+    match (lacking, daemon) {
+        (None, Some(daemon)) => Ok(Transport::Virtiofs(daemon)),
+        (Some(why), _) if mode == Mode::Auto => {
+            log::info!("target '{}': sharing directories over 9p: {why}", target.name);
+            Ok(Transport::NineP)
+        }
+        (Some(why), _) => bail!("vm.share = \"virtiofs\": {why}; set vm.share = \"auto\" or \"9p\""),
+        (None, None) => unreachable!("a missing daemon is a reason"),
+    }
+}
+
+/// Whether `kernel` has virtiofs built in: its config (as `modules.rs`
+/// looks for it: the build tree's `.config`, `config-RELEASE` or `config`
+/// beside the image, the rootfs's `/boot/config-RELEASE`), else its
+/// `modules.builtin`.
+pub fn kernel_support(kernel: &Path, release: Option<&str>, rootfs: &Path, modules: Option<&Path>) -> KernelSupport {
+    let mut configs: Vec<PathBuf> = kernel
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .filter(|d| d.join("Makefile").is_file() && d.join("Kconfig").is_file())
+        .map(|d| d.join(".config"))
+        .collect();
+    let beside = kernel.parent().unwrap_or(Path::new("/"));
+    if let Some(release) = release {
+        configs.push(beside.join(format!("config-{release}")));
+        configs.push(rootfs.join("boot").join(format!("config-{release}")));
+    }
+    configs.push(beside.join("config"));
+    for config in configs {
+        let Ok(text) = std::fs::read_to_string(&config) else {
+            continue;
+        };
+        if !text.contains("CONFIG_") {
+            continue;
+        }
+        let built_in = |symbol: &str| text.lines().any(|l| l == format!("{symbol}=y"));
+        return match built_in("CONFIG_FUSE_FS") && built_in("CONFIG_VIRTIO_FS") {
+            true => KernelSupport::BuiltIn,
+            false => KernelSupport::Lacking(config),
+        };
+    }
+    if let Some(dir) = modules {
+        let list = dir.join("modules.builtin");
+        if let Ok(text) = std::fs::read_to_string(&list) {
+            let has = |name: &str| text.lines().any(|l| l.ends_with(name));
+            return match has("/fuse.ko") && has("/virtiofs.ko") {
+                true => KernelSupport::BuiltIn,
+                false => KernelSupport::Lacking(list),
+            };
+        }
+    }
+    KernelSupport::Unknown
+}
+
+/// The directories a target shares: a kernel target's root (`Some`, with
+/// whether it is writable), `/mnt/vmtest`, and the `vm.mounts`.
+pub fn exports(target: &Target, root: Option<(&Path, bool)>) -> Vec<Export> {
+    let root = root.map(|(path, writable)| Export {
+        tag: ROOT_TAG.into(),
+        host_path: path.into(),
+        writable,
+    });
+    let share = Export {
+        tag: SHARE_TAG.into(),
+        host_path: target.share_dir.clone(),
+        writable: true,
+    };
+    let mounts = target.vm.mounts.iter().enumerate().map(|(i, m)| Export {
+        tag: mount_tag(i),
+        host_path: m.host_path.clone(),
+        writable: m.writable,
+    });
+    root.into_iter().chain([share]).chain(mounts).collect()
+}
+
+/// Starts the daemons of `exports` (sockets in `dir`) and returns them with
+/// QEMU's arguments. The 9p devices stay in QEMU's argv beside them: an
+/// image's guest falls back to them, and unused they cost nothing.
+pub fn start(daemon: &Path, exports: &[Export], dir: &Path, memory: &str) -> Result<(Daemons, Vec<String>)> {
+    Daemons::start(daemon, exports, dir, memory)
+}
+
+/// The kernel command line with the root on virtiofs instead of 9p.
+pub fn virtiofs_cmdline(cmdline: &str) -> String {
+    cmdline.replacen(&qemu::ninep_root_args(), "rootfstype=virtiofs", 1)
+}
+
+/// Turns the init's 9p mounts of `/mnt/vmtest` and the `vm.mounts` into
+/// virtiofs mounts of the same tags (the modules share stays 9p).
+pub fn virtiofs_plan(plan: &mut InitPlan, mounts: &[Mount]) {
+    let tags: Vec<String> = std::iter::once(SHARE_TAG.to_string())
+        .chain((0..mounts.len()).map(mount_tag))
+        .collect();
+    for step in plan
+        .mounts
+        .iter_mut()
+        .filter(|s| s.fstype == "9p" && tags.contains(&s.source))
+    {
+        *step = MountStep {
+            fstype: "virtiofs".into(),
+            options: mode_word(&step.options).into(),
+            ..step.clone()
+        };
+    }
+}
+
+/// `ro` or `rw`, from a mount's options.
+fn mode_word(options: &str) -> &'static str {
+    match options.split(',').any(|w| w == "ro") {
+        true => "ro",
+        false => "rw",
+    }
+}
+
+/// What an image's mount step prints when its guest could not mount
+/// virtiofs and used 9p instead.
+pub const FALLBACK_WORD: &str = "vmtest-share-fell-back-to-9p";
+
+/// An image's mount steps over virtiofs: each tries virtiofs (loading the
+/// module first) and, if the guest cannot, prints [`FALLBACK_WORD`] and runs
+/// the 9p step it replaces.
+pub fn virtiofs_setup(ninep: Vec<SetupStep>, mounts: &[Mount]) -> Vec<SetupStep> {
+    let targets = std::iter::once((SHARE_TAG.to_string(), crate::guest::GUEST_SHARE.to_string(), true)).chain(
+        mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (mount_tag(i), m.guest_path.clone(), m.writable)),
+    );
+    ninep
+        .into_iter()
+        .zip(targets)
+        .map(|(step, (tag, guest, writable))| {
+            let ninep_script = step.args.last().cloned().unwrap_or_default();
+            let mode = if writable { "rw" } else { "ro" };
+            let guest = shell_quote(&guest);
+            let script = format!(
+                "modprobe -q virtiofs 2>/dev/null; mkdir -p {guest} && \
+                 if grep -qw virtiofs /proc/filesystems && mount -t virtiofs -o {mode} {tag} {guest}; then :; \
+                 else echo {FALLBACK_WORD}\n{ninep_script}\nfi"
+            );
+            SetupStep {
+                args: vec!["-c".into(), script],
+                ..step
+            }
+        })
+        .collect()
+}
+
+/// Logs (once per target) that an image's guest fell back to 9p, when a
+/// mount step's output says so.
+pub fn note_setup_output(target: &str, stdout: &[u8], noted: &mut bool) {
+    if !*noted && memchr::memmem::find(stdout, FALLBACK_WORD.as_bytes()).is_some() {
+        *noted = true;
+        log::info!("target '{target}': sharing directories over 9p: the guest cannot mount virtiofs");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OneLiner, one_liner};
+
+    fn target(share: Mode, arch: &str) -> Target {
+        let args = OneLiner {
+            kernel: "bzImage".into(),
+            command: "true".into(),
+            arch: Some(arch.into()),
+            ..Default::default()
+        };
+        let mut t = one_liner(args, Path::new("/work")).unwrap();
+        t.vm.share = share;
+        t
+    }
+
+    #[test]
+    fn auto_takes_virtiofs_only_when_everything_is_there() {
+        let d = || Some(PathBuf::from("/usr/bin/virtiofsd"));
+        let t = target(Mode::Auto, "x86_64");
+        let virtiofs = Transport::Virtiofs("/usr/bin/virtiofsd".into());
+        assert_eq!(choose(&t, d(), Some(&KernelSupport::BuiltIn)).unwrap(), virtiofs);
+        assert_eq!(choose(&t, d(), None).unwrap(), virtiofs);
+        assert_eq!(
+            choose(&t, None, Some(&KernelSupport::BuiltIn)).unwrap(),
+            Transport::NineP
+        );
+        assert_eq!(
+            choose(&t, d(), Some(&KernelSupport::Unknown)).unwrap(),
+            Transport::NineP
+        );
+        let lacking = KernelSupport::Lacking("/boot/config-6.1".into());
+        assert_eq!(choose(&t, d(), Some(&lacking)).unwrap(), Transport::NineP);
+        assert_eq!(
+            choose(&target(Mode::Auto, "s390x"), d(), None).unwrap(),
+            Transport::NineP
+        );
+        let ninep = target(Mode::NineP, "x86_64");
+        assert_eq!(
+            choose(&ninep, d(), Some(&KernelSupport::BuiltIn)).unwrap(),
+            Transport::NineP
+        );
+    }
+
+    #[test]
+    fn forced_virtiofs_fails_saying_why_or_trusts_an_unknown_kernel() {
+        let d = || Some(PathBuf::from("/usr/bin/virtiofsd"));
+        let t = target(Mode::Virtiofs, "x86_64");
+        let err = choose(&t, None, Some(&KernelSupport::BuiltIn)).unwrap_err().to_string();
+        assert!(err.starts_with("vm.share = \"virtiofs\": no virtiofsd found"), "{err}");
+        let lacking = KernelSupport::Lacking("/boot/config-6.1".into());
+        let err = choose(&t, d(), Some(&lacking)).unwrap_err().to_string();
+        assert!(err.contains("(says /boot/config-6.1)"), "{err}");
+        assert!(matches!(
+            choose(&t, d(), Some(&KernelSupport::Unknown)).unwrap(),
+            Transport::Virtiofs(_)
+        ));
+    }
+
+    #[test]
+    fn kernel_support_reads_the_config_beside_the_kernel_or_modules_builtin() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("bzImage");
+        let config = dir.path().join("config");
+        assert_eq!(kernel_support(&kernel, None, dir.path(), None), KernelSupport::Unknown);
+        std::fs::write(&config, "CONFIG_FUSE_FS=y\nCONFIG_VIRTIO_FS=y\n").unwrap();
+        assert_eq!(kernel_support(&kernel, None, dir.path(), None), KernelSupport::BuiltIn);
+        std::fs::write(&config, "CONFIG_FUSE_FS=m\nCONFIG_VIRTIO_FS=m\n").unwrap();
+        assert_eq!(
+            kernel_support(&kernel, None, dir.path(), None),
+            KernelSupport::Lacking(config.clone())
+        );
+        std::fs::remove_file(&config).unwrap();
+        let modules = dir.path().join("modules");
+        std::fs::create_dir(&modules).unwrap();
+        std::fs::write(
+            modules.join("modules.builtin"),
+            "kernel/fs/fuse/fuse.ko\nkernel/fs/fuse/virtiofs.ko\n",
+        )
+        .unwrap();
+        assert_eq!(
+            kernel_support(&kernel, Some("6.1"), dir.path(), Some(&modules)),
+            KernelSupport::BuiltIn
+        );
+    }
+
+    #[test]
+    fn the_cmdline_and_the_plan_move_to_virtiofs() {
+        let line = qemu::kernel_cmdline("x86_64", "/init", Some("ro"), None);
+        assert_eq!(
+            virtiofs_cmdline(&line),
+            "console=ttyS0 root=vmtest_root rootfstype=virtiofs rw init=/init panic=-1 ro"
+        );
+        let mounts = vec![Mount {
+            guest_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            writable: false,
+        }];
+        let mut plan = crate::guest::init_plan("/usr/bin/qemu-ga", &mounts, "m");
+        plan.mounts.extend(crate::guest::modules_mounts("6.1"));
+        virtiofs_plan(&mut plan, &mounts);
+        let shares: Vec<(&str, &str, &str)> = plan
+            .mounts
+            .iter()
+            .filter(|s| s.source.starts_with("vmtest_"))
+            .map(|s| (s.source.as_str(), s.fstype.as_str(), s.options.as_str()))
+            .collect();
+        assert_eq!(
+            shares,
+            [
+                ("vmtest_share", "virtiofs", "rw"),
+                ("vmtest_m0", "virtiofs", "ro"),
+                ("vmtest_modules", "9p", &*crate::guest::ninep_options(false, true)),
+            ]
+        );
+    }
+
+    #[test]
+    fn image_steps_try_virtiofs_then_run_the_9p_step() {
+        let mounts = vec![Mount {
+            guest_path: "/data".into(),
+            host_path: "/srv/data".into(),
+            writable: false,
+        }];
+        let steps = virtiofs_setup(crate::launch::image::setup_steps(&mounts), &mounts);
+        assert_eq!(steps.len(), 2);
+        let script = &steps[1].args[1];
+        assert!(
+            script.starts_with(
+                "modprobe -q virtiofs 2>/dev/null; mkdir -p '/data' && if grep -qw virtiofs /proc/filesystems \
+                 && mount -t virtiofs -o ro vmtest_m0 '/data'; then :; else echo vmtest-share-fell-back-to-9p\n\
+                 mkdir -p '/data' && mount -t 9p"
+            ),
+            "{script}"
+        );
+        let mut noted = false;
+        note_setup_output("t", b"vmtest-share-fell-back-to-9p\n", &mut noted);
+        assert!(noted);
+    }
+}
