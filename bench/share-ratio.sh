@@ -13,7 +13,7 @@
 # Image target (IMAGE, default the test images' debian-bios.raw), the same
 # files in the project directory at /mnt/vmtest (no git or Python there):
 #   ls       `ls -lR` over the repository
-#   read     `cat` of every .py at the top of the standard library
+#   read     `cat` of every .py file at the top of the standard library
 #   find     as above
 # Each workload runs once untimed in each place (the cold run, printed),
 # then ROUNDS times alternating share and RAM; prints the medians and the
@@ -77,7 +77,7 @@ w_python() {
 }
 w_find() { find "$2/lib/$python" -path "*/$python/test" -prune -o -print; }
 w_ls() { ls -lR "$1/repo"; }
-w_read() { cat "$2/lib/$python"/*.py; }
+w_read() { find "$2/lib/$python" -maxdepth 1 -name '*.py' -type f -exec cat {} +; }
 
 if [ "$kind" = kernel ]; then works="git python find"; else works="ls read find"; fi
 run() {
