@@ -17,6 +17,7 @@ mod kernel;
 mod lifecycle;
 mod matrix;
 mod reports;
+mod share;
 mod shell;
 mod suites;
 mod util;

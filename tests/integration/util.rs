@@ -2,9 +2,9 @@
 //! the built vmtest binary in a scratch project directory, and checking that
 //! nothing (QEMU process, temp file) outlives a run.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,23 @@ impl Project {
             .env_remove("GITHUB_ACTIONS")
             .env_remove("GITHUB_STEP_SUMMARY")
             .stdin(Stdio::null());
+        // The fast path, virtiofs, wherever build.sh built its daemon
+        // (tests/integration/share.rs covers the fallback to 9p).
+        let virtiofsd = assets_dir().join("virtiofsd/virtiofsd");
+        if virtiofsd.is_file() {
+            cmd.env("VMTEST_VIRTIOFSD", virtiofsd);
+        } else {
+            cmd.env_remove("VMTEST_VIRTIOFSD");
+        }
         cmd
+    }
+
+    /// Processes of vmtest's still running: any naming its TMPDIR (QEMU)
+    /// or sharing the project (virtiofsd).
+    fn processes_left(&self) -> Vec<String> {
+        let mut left = processes_mentioning(&self.tmp.path().to_string_lossy());
+        left.extend(processes_mentioning(&format!("--shared-dir={}", self.path().display())));
+        left
     }
 
     /// Runs `cmd` to completion and checks that it left nothing behind.
@@ -213,12 +229,11 @@ impl Project {
 
     /// No QEMU whose argv mentions our TMPDIR is running, and TMPDIR is empty.
     pub fn assert_nothing_left(&self, outcome: &Outcome) {
-        let tmp = self.tmp.path().to_string_lossy().into_owned();
         // QEMU was reaped before vmtest exited; give the kernel a moment to
         // drop an orphan's /proc entry in case it was not.
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let left = processes_mentioning(&tmp);
+            let left = self.processes_left();
             if left.is_empty() {
                 break;
             }
@@ -360,10 +375,9 @@ impl Project {
     /// Waits (up to `timeout`) until nothing of vmtest's is left: for runs
     /// that vmtest could not clean up itself.
     pub fn wait_until_nothing_left(&self, timeout: Duration) {
-        let tmp = self.tmp.path().to_string_lossy().into_owned();
         let deadline = Instant::now() + timeout;
         loop {
-            let procs = processes_mentioning(&tmp);
+            let procs = self.processes_left();
             let files: Vec<_> = std::fs::read_dir(self.tmp.path())
                 .unwrap()
                 .flatten()
