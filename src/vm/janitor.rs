@@ -104,3 +104,16 @@ pub fn run() -> i32 {
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let own = start_time(std::process::id()).unwrap();
+        assert!(own.bytes().all(|b| b.is_ascii_digit()), "{own}");
+        assert_eq!(start_time(std::process::id()), Some(own));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+}

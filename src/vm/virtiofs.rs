@@ -115,12 +115,13 @@ pub fn socket_path(dir: &Path, export: &Export) -> PathBuf {
 /// The running daemons of one VM. Dropping it stops and reaps them.
 #[derive(Default)]
 pub struct Daemons {
-    children: Vec<(String, Child)>,
+    /// Each daemon with its export's tag and its stderr log.
+    children: Vec<(String, Child, PathBuf)>,
 }
 
 impl std::fmt::Debug for Daemons {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pids: Vec<u32> = self.children.iter().map(|(_, c)| c.id()).collect();
+        let pids: Vec<u32> = self.children.iter().map(|(_, c, _)| c.id()).collect();
         write!(f, "Daemons {pids:?}")
     }
 }
@@ -136,8 +137,8 @@ impl Daemons {
         for export in exports {
             let socket = socket_path(dir, export);
             let listener = UnixListener::bind(&socket).with_context(|| format!("listening on {}", socket.display()))?;
-            let log = fs::File::create(dir.join(format!("virtiofs-{}.log", export.tag)))
-                .context("creating virtiofsd's log")?;
+            let log_path = dir.join(format!("virtiofs-{}.log", export.tag));
+            let log = fs::File::create(&log_path).context("creating virtiofsd's log")?;
             let mut command = Command::new(daemon);
             command
                 .args(daemon_args(export, as_root))
@@ -160,7 +161,7 @@ impl Daemons {
                 export.host_path.display(),
                 export.tag
             );
-            daemons.children.push((export.tag.clone(), child));
+            daemons.children.push((export.tag.clone(), child, log_path));
             // Our copy of the listener closes here: if the daemon dies,
             // QEMU's connection is refused instead of waiting for it.
             args.extend(device_args(export, &socket));
@@ -168,12 +169,18 @@ impl Daemons {
         Ok((daemons, args))
     }
 
-    /// Whether any daemon has exited, and if so a line saying so.
+    /// Whether any daemon has exited, and if so a line saying so with the
+    /// end of what it wrote.
     pub fn check(&mut self) -> Option<String> {
         self.children
             .iter_mut()
-            .find_map(|(tag, child)| match child.try_wait() {
-                Ok(Some(status)) => Some(format!("virtiofsd for {tag} exited ({status})")),
+            .find_map(|(tag, child, log)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    let text = fs::read_to_string(log).unwrap_or_default();
+                    let mut last: Vec<&str> = text.lines().rev().take(5).collect();
+                    last.reverse();
+                    Some(format!("virtiofsd for {tag} exited ({status}): {}", last.join("\n")))
+                }
                 _ => None,
             })
     }
@@ -203,14 +210,14 @@ impl Drop for Daemons {
     fn drop(&mut self) {
         // The daemons exit by themselves once QEMU, their one client, is
         // gone; SIGTERM covers a daemon QEMU never connected to.
-        for (_, child) in &mut self.children {
+        for (_, child, _) in &mut self.children {
             if let Ok(None) = child.try_wait() {
                 // SAFETY: signalling our own unreaped child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             }
         }
         let deadline = Instant::now() + TERM_GRACE;
-        for (tag, child) in &mut self.children {
+        for (tag, child, _) in &mut self.children {
             while let Ok(None) = child.try_wait() {
                 if Instant::now() >= deadline {
                     log::debug!("virtiofsd for {tag} ignored SIGTERM; killing it");
@@ -281,6 +288,44 @@ mod tests {
                 "vhost-user-fs-pci,queue-size=1024,chardev=fs_vmtest_root,tag=vmtest_root"
             ]
         );
+    }
+
+    /// A stand-in daemon: a shell script.
+    fn fake_daemon(dir: &Path, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-virtiofsd");
+        fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_daemon_that_exits_is_reported_with_what_it_said_and_one_that_runs_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let exports = [export(true)];
+        let dying = fake_daemon(dir.path(), "echo \"error: bad option $1\" >&2; exit 3");
+        let (mut daemons, args) = Daemons::start(&dying, &exports, dir.path(), "1G").unwrap();
+        assert_eq!(args[..4], memory_args("1G"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let said = loop {
+            if let Some(said) = daemons.check() {
+                break said;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(said, "virtiofsd for vmtest_root exited (exit status: 3): error: bad option --fd=3");
+        drop(daemons);
+
+        let dir = tempfile::tempdir().unwrap();
+        let running = fake_daemon(dir.path(), "exec sleep 100");
+        let (mut daemons, _) = Daemons::start(&running, &exports, dir.path(), "1G").unwrap();
+        let pid = daemons.children[0].1.id();
+        assert_eq!(daemons.check(), None);
+        let started = Instant::now();
+        drop(daemons);
+        assert!(started.elapsed() < TERM_GRACE, "SIGTERM did not stop it");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "not reaped");
     }
 
     #[test]
