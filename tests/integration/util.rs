@@ -2,9 +2,9 @@
 //! the built vmtest binary in a scratch project directory, and checking that
 //! nothing (QEMU process, temp file) outlives a run.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -321,6 +321,18 @@ impl Running {
                     }
                 }
                 Err(_) => panic!("no line {line:?} within {timeout:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits until every one of `lines` has arrived on stdout, in any order.
+    pub fn wait_for_lines(&mut self, lines: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !lines.iter().all(|l| self.seen.iter().any(|(_, seen)| seen == l)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("not all of {lines:?} within {timeout:?}; saw {:?}", self.seen),
             }
         }
     }
