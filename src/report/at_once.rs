@@ -21,6 +21,7 @@ use crate::ports::relay::Stream;
 use crate::report::render;
 use crate::report::terminal::{Current, Mode, Reporter, status_line};
 use crate::run::events::{Phase, TargetEvent};
+use crate::run::outcome::TargetResult;
 
 /// A partial line longer than this is shown as it is.
 const LONGEST_LINE: usize = 64 * 1024;
@@ -63,34 +64,7 @@ impl Reporter {
         let Some(at_once) = &mut self.at_once else { return };
         let how = at_once.how;
         match event {
-            TargetEvent::Started => {
-                let now = Instant::now();
-                let current = Current {
-                    index,
-                    name: target.name.clone(),
-                    header: render::header(target),
-                    started: now,
-                    phase: Phase::Booting,
-                    phase_started: now,
-                    header_shown: true,
-                    stop_token: None,
-                };
-                let header = current.header.clone();
-                at_once.running.insert(
-                    index,
-                    Running {
-                        current,
-                        held: Held::new(),
-                        partial: Default::default(),
-                    },
-                );
-                if how == ParallelOutput::Lines && self.mode == Mode::Plain {
-                    self.clear_status();
-                    let _ = writeln!(self.out, "{header}");
-                    let _ = self.out.flush();
-                }
-                self.draw_status();
-            }
+            TargetEvent::Started => self.started_at_once(index, target, how),
             TargetEvent::Phase(phase) => {
                 if let Some(running) = at_once.running.get_mut(&index) {
                     running.current.phase = phase;
@@ -108,34 +82,66 @@ impl Reporter {
             },
             // An interactive shell never runs beside another target.
             TargetEvent::HandOverTerminal => {}
-            TargetEvent::Finished(result) => {
-                if how == ParallelOutput::Lines {
-                    for stream in [Stream::Stdout, Stream::Stderr] {
-                        self.prefixed(index, stream, &[], true);
-                    }
-                }
-                let Some(running) = self.at_once.as_mut().and_then(|a| a.running.remove(&index)) else {
-                    return;
-                };
-                self.clear_status();
-                // The finished target is shown as a sequential run shows it.
-                self.current = Some(running.current);
-                self.interactive = true;
-                match how {
-                    ParallelOutput::Block => {
-                        if let Some(current) = &mut self.current {
-                            current.header_shown = self.mode != Mode::Live;
-                        }
-                        self.open_section();
-                        running.held.replay(&mut |stream, bytes| self.output(stream, bytes));
-                    }
-                    ParallelOutput::Lines => {}
-                }
-                self.target_finished(&result);
-                self.interactive = false;
-                self.draw_status();
+            TargetEvent::Finished(result) => self.finished_at_once(index, &result, how),
+        }
+    }
+
+    fn started_at_once(&mut self, index: usize, target: &Target, how: ParallelOutput) {
+        let Some(at_once) = &mut self.at_once else { return };
+        let now = Instant::now();
+        let current = Current {
+            index,
+            name: target.name.clone(),
+            header: render::header(target),
+            started: now,
+            phase: Phase::Booting,
+            phase_started: now,
+            header_shown: true,
+            stop_token: None,
+        };
+        let header = current.header.clone();
+        at_once.running.insert(
+            index,
+            Running {
+                current,
+                held: Held::new(),
+                partial: Default::default(),
+            },
+        );
+        if how == ParallelOutput::Lines && self.mode == Mode::Plain {
+            self.clear_status();
+            let _ = writeln!(self.out, "{header}");
+            let _ = self.out.flush();
+        }
+        self.draw_status();
+    }
+
+    fn finished_at_once(&mut self, index: usize, result: &TargetResult, how: ParallelOutput) {
+        if how == ParallelOutput::Lines {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                self.prefixed(index, stream, &[], true);
             }
         }
+        let Some(running) = self.at_once.as_mut().and_then(|a| a.running.remove(&index)) else {
+            return;
+        };
+        self.clear_status();
+        // The finished target is shown as a sequential run shows it.
+        self.current = Some(running.current);
+        self.interactive = true;
+        match how {
+            ParallelOutput::Block => {
+                if let Some(current) = &mut self.current {
+                    current.header_shown = self.mode != Mode::Live;
+                }
+                self.open_section();
+                running.held.replay(&mut |stream, bytes| self.output(stream, bytes));
+            }
+            ParallelOutput::Lines => {}
+        }
+        self.target_finished(result);
+        self.interactive = false;
+        self.draw_status();
     }
 
     /// Lines mode: shows the complete lines of `bytes` (all of them, with
