@@ -47,8 +47,9 @@ fn main() {
         .init();
     let args = cli::Args::parse();
     let (list, partition, publish) = (args.list, args.partition, publish_for(&args));
-    let all = match targets(args) {
-        Ok(targets) => targets,
+    let (asked_jobs, parallel_output) = (args.jobs, args.parallel_output);
+    let (all, file_jobs) = match targets(args) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("vmtest: {e:#}");
             std::process::exit(exit_codes::USAGE);
@@ -89,7 +90,11 @@ fn main() {
             "cannot catch Ctrl-C ({e}); interrupting may leave QEMU behind"
         ));
     }
-    let results = runner::run_all(&targets, &mut reporter);
+    let jobs = run::jobs::jobs(asked_jobs.map(|n| n as usize).or(file_jobs), &targets);
+    if jobs > 1 {
+        reporter.run_at_once(parallel_output);
+    }
+    let results = runner::run_all(&targets, jobs, &mut reporter);
     reporter.summary(&results, targets.len());
     let problems = publish.publish(&results, targets.len(), &mut io::stdout(), &mut io::stderr());
     for problem in &problems {
@@ -134,10 +139,11 @@ fn publish_for(args: &cli::Args) -> publish::Publish {
     }
 }
 
-/// The targets to run, from the one-liner or the config file, filtered.
-fn targets(args: cli::Args) -> Result<Vec<Target>> {
+/// The targets to run, from the one-liner or the config file, filtered, and
+/// the config file's `jobs`.
+fn targets(args: cli::Args) -> Result<(Vec<Target>, Option<usize>)> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
-    let mut targets = match &args.kernel {
+    let targets = match &args.kernel {
         Some(kernel) => {
             let one = config::OneLiner {
                 kernel: kernel.clone(),
@@ -148,7 +154,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
                 qemu_command: args.qemu_command.clone(),
                 command: cli::command_line(&std::env::args_os().collect::<Vec<_>>(), &args.command),
             };
-            vec![config::one_liner(one, &cwd)?]
+            (vec![config::one_liner(one, &cwd)?], None)
         }
         None => {
             if !args.command.is_empty() {
@@ -160,6 +166,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             load_config(args.config.as_deref(), &cwd)?
         }
     };
+    let (mut targets, jobs) = targets;
     if let Some(pattern) = &args.filter {
         let regex = regex::Regex::new(pattern).with_context(|| format!("--filter '{pattern}'"))?;
         let all: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
@@ -219,10 +226,10 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             ..stub.clone()
         });
     }
-    Ok(targets)
+    Ok((targets, jobs))
 }
 
-fn load_config(path: Option<&Path>, cwd: &Path) -> Result<Vec<Target>> {
+fn load_config(path: Option<&Path>, cwd: &Path) -> Result<(Vec<Target>, Option<usize>)> {
     let path = match path {
         Some(path) => config::resolve(cwd, path),
         None => {
@@ -246,7 +253,7 @@ fn load_config(path: Option<&Path>, cwd: &Path) -> Result<Vec<Target>> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cwd.to_path_buf());
     let base = base.canonicalize().unwrap_or(base);
-    config::parse(&text, &path, &base)
+    config::parse_file(&text, &path, &base)
 }
 
 #[cfg(test)]

@@ -72,6 +72,14 @@ pub struct Args {
     #[arg(short, long, value_name = "CMD", requires = "kernel")]
     pub qemu_command: Option<String>,
 
+    /// Targets to run at once [default: the config's `jobs`, else as many as the host's CPUs and memory hold]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
+
+    /// With several targets at once: each target's output in one piece when it ends, or its lines as they come, prefixed with its name
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = ParallelOutput::Block)]
+    pub parallel_output: ParallelOutput,
+
     /// Seconds each command may run before its target fails (overrides the config)
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -127,6 +135,15 @@ pub struct Args {
     /// With --kernel: the command to run in the guest (joined with spaces, run by bash -c)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// How the output of targets running at once is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ParallelOutput {
+    /// Each target's output as one block, when the target ends.
+    Block,
+    /// Each line as it arrives, prefixed with `[target] `.
+    Lines,
 }
 
 /// What vmtest prints on stdout.

@@ -129,6 +129,8 @@ pub struct Mount {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    /// Targets run at once, unless `-j` says otherwise.
+    jobs: Option<usize>,
     #[serde(default)]
     target: Vec<RawTarget>,
 }
@@ -185,8 +187,17 @@ struct RawMount {
 /// Parses a config file's text. `file` names it in errors; relative paths are
 /// resolved against `base_dir`, which is also the shared directory and the
 /// command's working directory.
+#[cfg(test)]
 pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Vec<Target>> {
+    parse_file(text, file, base_dir).map(|(targets, _)| targets)
+}
+
+/// [`parse`], and the file's `jobs` setting (how many targets run at once).
+pub fn parse_file(text: &str, file: &Path, base_dir: &Path) -> Result<(Vec<Target>, Option<usize>)> {
     let raw: RawFile = toml::from_str(text).map_err(|e| describe_toml_error(text, file, &e))?;
+    if raw.jobs == Some(0) {
+        bail!("{}: field 'jobs' must be at least 1", file.display());
+    }
     if raw.target.is_empty() {
         bail!(
             "{}: no targets: add at least one [[target]] table (see vmtest.toml.example)",
@@ -215,7 +226,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Vec<Target>> {
         }
         targets.push(target);
     }
-    Ok(targets)
+    Ok((targets, raw.jobs))
 }
 
 /// Turns a TOML or schema error into one line naming the file, the line, the

@@ -8,6 +8,7 @@
 //! results and events (`run::outcome`, `run::events`); they never call the
 //! runner.
 
+pub mod at_once;
 pub mod github;
 pub mod json;
 pub mod junit;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Target;
 use crate::ports::relay::Stream;
+use crate::report::at_once::AtOnce;
 use crate::report::render;
 use crate::run::events::{Event, EventSink, Phase, TargetEvent};
 use crate::run::outcome::TargetResult;
@@ -51,27 +52,29 @@ impl Mode {
 }
 
 /// The target being shown.
-struct Current {
+pub(super) struct Current {
     /// Its place in config order.
-    index: usize,
-    name: String,
-    header: String,
-    started: Instant,
-    phase: Phase,
-    phase_started: Instant,
+    pub(super) index: usize,
+    pub(super) name: String,
+    pub(super) header: String,
+    pub(super) started: Instant,
+    pub(super) phase: Phase,
+    pub(super) phase_started: Instant,
     /// Whether its header is on screen (live mode prints it lazily).
-    header_shown: bool,
+    pub(super) header_shown: bool,
     /// GitHub mode: the token that turns workflow commands back on.
-    stop_token: Option<String>,
+    pub(super) stop_token: Option<String>,
 }
 
 /// Least time between two redraws of the live status line.
 const REDRAW: Duration = Duration::from_millis(200);
-const CLEAR_LINE: &str = "\r\x1b[2K";
+pub(super) const CLEAR_LINE: &str = "\r\x1b[2K";
+/// Moves the cursor up a line and clears it.
+const UP_AND_CLEAR: &str = "\x1b[1A\x1b[2K";
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
-const DIM: &str = "\x1b[2m";
-const RESET: &str = "\x1b[0m";
+pub(super) const DIM: &str = "\x1b[2m";
+pub(super) const RESET: &str = "\x1b[0m";
 
 impl<'t> EventSink<'t> for Reporter {
     fn event(&mut self, event: Event<'t>) {
@@ -79,6 +82,9 @@ impl<'t> EventSink<'t> for Reporter {
             Event::Warning(message) => self.warning(&message),
             Event::Note(message) => self.note(&message),
             Event::Tick => self.tick(),
+            Event::Target { index, target, event } if self.at_once.is_some() => {
+                self.at_once_event(index, target, event)
+            }
             Event::Target { index, target, event } => match event {
                 TargetEvent::Started => self.target_started(index, target),
                 TargetEvent::Phase(phase) => self.phase(phase),
@@ -96,17 +102,21 @@ impl<'t> EventSink<'t> for Reporter {
 
 /// Writes the report to two sinks: normally the process's stdout and stderr.
 pub struct Reporter {
-    out: Box<dyn Write>,
-    err: Box<dyn Write>,
-    mode: Mode,
-    current: Option<Current>,
+    pub(super) out: Box<dyn Write>,
+    pub(super) err: Box<dyn Write>,
+    pub(super) mode: Mode,
+    pub(super) current: Option<Current>,
+    /// Set when several targets run at once (`-j`): see `at_once.rs`.
+    pub(super) at_once: Option<AtOnce>,
     /// Whether the command's last stdout / stderr byte ended a line.
-    out_at_line_start: bool,
-    err_at_line_start: bool,
-    status_shown: bool,
+    pub(super) out_at_line_start: bool,
+    pub(super) err_at_line_start: bool,
+    /// Lines of live status on screen, below the report.
+    pub(super) status_lines: usize,
     last_draw: Instant,
-    /// An interactive shell owns the terminal: draw nothing.
-    interactive: bool,
+    /// An interactive shell owns the terminal, or a finished target's
+    /// output is being replayed: draw no status.
+    pub(super) interactive: bool,
 }
 
 impl Reporter {
@@ -120,9 +130,10 @@ impl Reporter {
             err,
             mode,
             current: None,
+            at_once: None,
             out_at_line_start: true,
             err_at_line_start: true,
-            status_shown: false,
+            status_lines: 0,
             last_draw: Instant::now(),
             interactive: false,
         }
@@ -146,17 +157,23 @@ impl Reporter {
 
     pub fn target_started(&mut self, index: usize, target: &Target) {
         let now = Instant::now();
-        let header = render::header(target);
         self.current = Some(Current {
             index,
             name: target.name.clone(),
-            header: header.clone(),
+            header: render::header(target),
             started: now,
             phase: Phase::Booting,
             phase_started: now,
             header_shown: self.mode != Mode::Live,
             stop_token: None,
         });
+        self.open_section();
+    }
+
+    /// Opens the current target's section: its header (plain), its group
+    /// (GitHub) or its status line (live).
+    pub(super) fn open_section(&mut self) {
+        let header = self.current.as_ref().map(|c| c.header.clone()).unwrap_or_default();
         self.out_at_line_start = true;
         self.err_at_line_start = true;
         match self.mode {
@@ -195,7 +212,7 @@ impl Reporter {
         self.interactive = true;
     }
 
-    /// Called while waiting, so the live view's clock moves.
+    /// Called while waiting, so the live view's clocks move.
     pub fn tick(&mut self) {
         if self.mode == Mode::Live && self.last_draw.elapsed() >= REDRAW {
             self.draw_status();
@@ -288,42 +305,66 @@ impl Reporter {
         let _ = self.out.flush();
     }
 
-    /// Draws the live status line, unless output left a line unfinished.
-    fn draw_status(&mut self) {
+    /// Draws the live status, one line per running target, unless output
+    /// left a line unfinished.
+    pub(super) fn draw_status(&mut self) {
         if self.mode != Mode::Live || self.interactive || !self.out_at_line_start || !self.err_at_line_start {
             return;
         }
-        let Some(current) = &self.current else { return };
-        let line = format!(
-            "{CLEAR_LINE}{DIM}… {} {} {:.1}s (total {:.1}s){RESET}",
-            current.name,
-            current.phase.label(),
-            current.phase_started.elapsed().as_secs_f64(),
-            current.started.elapsed().as_secs_f64()
-        );
-        let _ = self.out.write_all(line.as_bytes());
+        let lines = match &self.at_once {
+            Some(at_once) => at_once.status_lines(),
+            None => self.current.iter().map(status_line).collect(),
+        };
+        if lines.is_empty() {
+            return;
+        }
+        // Back to the first line of the status on screen, clearing the rest
+        // (each new line starts by clearing its own).
+        let mut text = String::new();
+        for _ in 1..self.status_lines {
+            text.push_str(CLEAR_LINE);
+            text.push_str("\x1b[1A");
+        }
+        let lines: Vec<String> = lines.iter().map(|l| format!("{CLEAR_LINE}{DIM}{l}{RESET}")).collect();
+        text.push_str(&lines.join("\n"));
+        let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
-        self.status_shown = true;
+        self.status_lines = lines.len();
         self.last_draw = Instant::now();
     }
 
-    fn clear_status(&mut self) {
-        if self.status_shown {
-            let _ = self.out.write_all(CLEAR_LINE.as_bytes());
+    pub(super) fn clear_status(&mut self) {
+        if self.status_lines > 0 {
+            let mut text = CLEAR_LINE.to_string();
+            for _ in 1..self.status_lines {
+                text.push_str(UP_AND_CLEAR);
+            }
+            let _ = self.out.write_all(text.as_bytes());
             let _ = self.out.flush();
-            self.status_shown = false;
+            self.status_lines = 0;
         }
     }
 }
 
+/// A running target's live status: `… NAME PHASE 1.2s (total 3.4s)`.
+pub(super) fn status_line(current: &Current) -> String {
+    format!(
+        "… {} {} {:.1}s (total {:.1}s)",
+        current.name,
+        current.phase.label(),
+        current.phase_started.elapsed().as_secs_f64(),
+        current.started.elapsed().as_secs_f64()
+    )
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::fixtures::result;
     use crate::run::outcome::Outcome;
 
     #[derive(Clone, Default)]
-    struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    pub struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -336,12 +377,12 @@ mod tests {
     }
 
     impl Shared {
-        fn text(&self) -> String {
+        pub fn text(&self) -> String {
             String::from_utf8(self.0.borrow().clone()).unwrap()
         }
     }
 
-    fn target() -> Target {
+    pub fn target() -> Target {
         let args = crate::config::OneLiner {
             kernel: "/k/bzImage".into(),
             command: "true".into(),

@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod events;
+pub mod jobs;
 pub mod outcome;
 pub mod runner;
 pub mod splats;

@@ -1,4 +1,5 @@
-//! Runs targets and returns their results as data.
+//! Runs targets, one at a time or several at once (`-j`), and returns
+//! their results as data.
 //!
 //! Each target goes through named phases: check its inputs and resolve QEMU
 //! and the accelerator, prepare its launch (`launch::Launch`), boot (until the guest agent
@@ -10,7 +11,7 @@
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,23 +52,82 @@ const EXIT_DRAIN: Duration = Duration::from_secs(10);
 /// VM (`--gdb`): in effect none.
 const UNDER_GDB: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// Runs every target in order and returns their results.
-pub fn run_all<'t>(targets: &'t [Target], events: &mut dyn EventSink<'t>) -> Vec<TargetResult> {
+/// Runs the targets, up to `jobs` at once, starting them in config order,
+/// and returns their results in config order (only those started, if
+/// vmtest was interrupted).
+pub fn run_all<'t>(targets: &'t [Target], jobs: usize, events: &mut dyn EventSink<'t>) -> Vec<TargetResult> {
     let accels = Accels::default();
     let interactive = targets.iter().any(|t| shell::wants_shell(&t.command));
     let forward_stdin = stdin::should_forward(targets.len(), interactive);
     if let Some(warning) = stdin::unread_warning(targets.len()) {
         events.event(Event::Warning(warning));
     }
-    let mut results = Vec::with_capacity(targets.len());
-    for (index, target) in targets.iter().enumerate() {
-        let run = TargetRun::new(index, target, events, forward_stdin);
-        results.push(run.run(&accels));
-        if interrupt::received().is_some() {
-            break;
+    if jobs <= 1 {
+        let mut results = Vec::with_capacity(targets.len());
+        for (index, target) in targets.iter().enumerate() {
+            let run = TargetRun::new(index, target, events, forward_stdin);
+            results.push(run.run(&accels));
+            if interrupt::received().is_some() {
+                break;
+            }
+        }
+        return results;
+    }
+    run_parallel(targets, jobs, forward_stdin, &accels, events)
+}
+
+/// `jobs` worker threads take the next target in config order until none is
+/// left (or vmtest is interrupted); their events reach `events` on this
+/// thread, which also ticks the live view.
+fn run_parallel<'t>(
+    targets: &'t [Target],
+    jobs: usize,
+    forward_stdin: bool,
+    accels: &Accels,
+    events: &mut dyn EventSink<'t>,
+) -> Vec<TargetResult> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<TargetResult>>> = Mutex::new(vec![None; targets.len()]);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Event<'t>>();
+        for _ in 0..jobs.min(targets.len()) {
+            let mut sink = ChannelSink(tx.clone());
+            let (next, results) = (&next, &results);
+            scope.spawn(move || {
+                loop {
+                    if interrupt::received().is_some() {
+                        return;
+                    }
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(target) = targets.get(index) else { return };
+                    let result = TargetRun::new(index, target, &mut sink, forward_stdin).run(accels);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+                }
+            });
+        }
+        drop(tx);
+        loop {
+            match rx.recv_timeout(WAKE_UP) {
+                Ok(event) => events.event(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => events.event(Event::Tick),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.into_iter().flatten().collect()
+}
+
+/// Events of a worker thread, sent to the thread that reports them.
+struct ChannelSink<'t>(mpsc::Sender<Event<'t>>);
+
+impl<'t> EventSink<'t> for ChannelSink<'t> {
+    fn event(&mut self, event: Event<'t>) {
+        // Ticks are the reporting thread's own business.
+        if !matches!(event, Event::Tick) {
+            let _ = self.0.send(event);
         }
     }
-    results
 }
 
 /// Accelerator decisions already made in this run: one per QEMU binary,

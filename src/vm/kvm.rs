@@ -33,6 +33,34 @@ pub struct Choice {
     pub warning: Option<String>,
 }
 
+/// The KVM self-test's verdict for `qemu` and `cpu`: remembered from an
+/// earlier run when that verdict was definite, else probed now.
+fn self_test(qemu: &Path, cpu: &str) -> Probe {
+    let cache = cache_file(qemu, cpu);
+    let cached = cache.as_deref().and_then(|path| std::fs::read_to_string(path).ok());
+    match cached {
+        Some(cached) => {
+            log::debug!(
+                "KVM probe result from {}: {cached}",
+                cache.as_deref().unwrap_or(Path::new("")).display()
+            );
+            match cached.strip_prefix("fail: ") {
+                Some(reason) => Probe::Broken(reason.trim().to_string()),
+                None => Probe::Works,
+            }
+        }
+        None => {
+            let started = Instant::now();
+            let verdict = probe(qemu, cpu).unwrap_or_else(|e| Probe::Unsure(format!("{e:#}")));
+            log::debug!("KVM probe took {:?}: {verdict:?}", started.elapsed());
+            if let Some(path) = &cache {
+                remember(path, &verdict);
+            }
+            verdict
+        }
+    }
+}
+
 /// Picks the accelerator for a guest of `arch` run by `qemu` with `cpu` as
 /// its KVM CPU model.
 pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
@@ -71,29 +99,7 @@ pub fn choose(qemu: &Path, arch: &str, cpu: &str) -> Choice {
             warning: None,
         };
     }
-    let cache = cache_file(qemu, cpu);
-    let cached = cache.as_deref().and_then(|path| std::fs::read_to_string(path).ok());
-    let verdict = match cached {
-        Some(cached) => {
-            log::debug!(
-                "KVM probe result from {}: {cached}",
-                cache.as_deref().unwrap_or(Path::new("")).display()
-            );
-            match cached.strip_prefix("fail: ") {
-                Some(reason) => Probe::Broken(reason.trim().to_string()),
-                None => Probe::Works,
-            }
-        }
-        None => {
-            let started = Instant::now();
-            let verdict = probe(qemu, cpu).unwrap_or_else(|e| Probe::Unsure(format!("{e:#}")));
-            log::debug!("KVM probe took {:?}: {verdict:?}", started.elapsed());
-            if let Some(path) = &cache {
-                remember(path, &verdict);
-            }
-            verdict
-        }
-    };
+    let verdict = self_test(qemu, cpu);
     match verdict {
         Probe::Works => Choice {
             accel: Accel::Kvm,

@@ -148,7 +148,11 @@ fn words_after_a_double_dash_are_the_exact_argv() {
 /// Runs `vmtest -k KERNEL ARGS...` once with vmtest's own init and once with
 /// the shell init and wrapper (as on another rootfs); the outcomes with the
 /// `VMTEST_SHELL_INIT` value each had.
-fn with_both_inits(project: &Project, kernel: &std::path::Path, args: &[&str]) -> Vec<(&'static str, crate::util::Outcome)> {
+fn with_both_inits(
+    project: &Project,
+    kernel: &std::path::Path,
+    args: &[&str],
+) -> Vec<(&'static str, crate::util::Outcome)> {
     ["0", "1"]
         .into_iter()
         .map(|shell_init| {

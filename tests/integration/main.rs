@@ -16,6 +16,7 @@ mod kdev;
 mod kernel;
 mod lifecycle;
 mod matrix;
+mod parallel;
 mod reports;
 mod share;
 mod shell;

@@ -340,6 +340,18 @@ impl Running {
         }
     }
 
+    /// Waits until every one of `lines` has arrived on stdout, in any order.
+    pub fn wait_for_lines(&mut self, lines: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !lines.iter().all(|l| self.seen.iter().any(|(_, seen)| seen == l)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("not all of {lines:?} within {timeout:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
     /// Sends `signal` to vmtest.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill on our own unreaped child.
