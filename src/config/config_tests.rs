@@ -366,3 +366,19 @@ fn kernel_developer_fields() {
         "{error}"
     );
 }
+
+#[test]
+fn share_is_auto_unless_set() {
+    use crate::launch::share::Mode;
+    let target = |vm: &str| format!("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"x\"\n[target.vm]\n{vm}\n");
+    assert_eq!(parse_ok(&target(""))[0].vm.share, Mode::Auto);
+    assert_eq!(parse_ok(&target("share = \"9p\""))[0].vm.share, Mode::NineP);
+    assert_eq!(parse_ok(&target("share = \"virtiofs\""))[0].vm.share, Mode::Virtiofs);
+    let err = parse_err(&target("share = \"nfs\""));
+    assert!(
+        err.contains(
+            "/proj/vmtest.toml:6: target 'a': unknown variant `nfs`, expected one of `auto`, `virtiofs`, `9p`"
+        ),
+        "{err}"
+    );
+}
