@@ -314,7 +314,10 @@ mod tests {
             assert!(Instant::now() < deadline, "the daemon did not exit");
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert_eq!(said, "virtiofsd for vmtest_root exited (exit status: 3): error: bad option --fd=3");
+        assert_eq!(
+            said,
+            "virtiofsd for vmtest_root exited (exit status: 3): error: bad option --fd=3"
+        );
         drop(daemons);
 
         let dir = tempfile::tempdir().unwrap();
