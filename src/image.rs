@@ -6,8 +6,10 @@
 //! directory, and assembles QEMU's argv, the setup steps that mount the 9p
 //! shares inside the guest, and the way the command is started there. The
 //! image's own bootloader, kernel and guest agent do the rest. The user's
-//! image is never written to: QEMU runs the disk in snapshot mode. The result
-//! is a [`Launch`] for the runner; this module neither starts nor waits for
+//! image is never written to: QEMU runs the disk in snapshot mode, or (warm
+//! start, `warm.rs`) on a qcow2 overlay in vmtest's cache. With a saved state
+//! for the target, QEMU restores it instead of booting. The result is a
+//! [`Launch`] for the runner; this module neither starts nor waits for
 //! anything.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
 use crate::launch::{Helper, Launch, SetupStep};
 use crate::qemu::{self, Accel, SHARE_TAG, VmPaths};
 use crate::vm::VmDir;
+use crate::warm::{self, Warm};
 
 /// On-disk format of an image, as QEMU's `format=` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +62,15 @@ pub enum Firmware {
     Pflash { code: PathBuf, vars: PathBuf },
 }
 
-/// Checks an image target and prepares its launch.
-pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Path) -> Accel) -> Result<Launch> {
+/// Checks an image target and prepares its launch; with `warm_start`, from
+/// a saved state if there is one, else with a cold boot that saves one.
+pub fn prepare(
+    target: &Target,
+    image: &Path,
+    uefi: bool,
+    warm_start: bool,
+    accel: impl FnOnce(&Path) -> Accel,
+) -> Result<Launch> {
     let format = detect_format(image)?;
     check_mounts(&target.vm.mounts)?;
     let ovmf = match (&target.vm.bios, uefi) {
@@ -72,19 +82,52 @@ pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Pa
     let accel = accel(&qemu);
     let mut dir = VmDir::new()?;
     dir.keep_console_log(&target.console_log);
-    let firmware = match (&target.vm.bios, ovmf) {
-        (Some(bios), _) => Firmware::Bios(bios.clone()),
-        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
-        (None, Some(Ovmf::Split { code, vars })) => {
-            // OVMF writes its variables (boot entries) back: never to the host's copy.
-            let private = dir.path().join("OVMF_VARS.fd");
-            std::fs::copy(&vars, &private)
-                .with_context(|| format!("copying the UEFI variable store {}", vars.display()))?;
-            Firmware::Pflash { code, vars: private }
-        }
-        (None, None) => Firmware::SeaBios,
+    let mut warm = match warm_start {
+        true => plan_warm(target, image, format, ovmf.as_ref(), &qemu, accel),
+        false => None,
     };
-    let args = image_argv(target, image, format, &firmware, &dir.paths(), accel);
+    let private_vars = dir.path().join("OVMF_VARS.fd");
+    let firmware = firmware(&target.vm.bios, ovmf.as_ref(), &private_vars);
+    if let (None, Some(Ovmf::Split { vars, .. })) = (&target.vm.bios, &ovmf) {
+        // OVMF writes its variables (boot entries) back: never to the host's
+        // copy. A restored VM gets those it had when it was saved.
+        let source = match &warm {
+            Some(Warm::Restore(entry)) => entry.vars().unwrap_or_else(|| vars.clone()),
+            _ => vars.clone(),
+        };
+        std::fs::copy(&source, &private_vars)
+            .with_context(|| format!("copying the UEFI variable store {}", source.display()))?;
+        if let Some(Warm::Save(staging)) = &mut warm {
+            staging.keep_vars(&private_vars);
+        }
+    }
+    let disk = match &warm {
+        None => Disk::image(image, format),
+        Some(Warm::Save(staging)) => Disk {
+            path: staging.disk(),
+            format: "qcow2",
+            snapshot: false,
+        },
+        Some(Warm::Restore(entry)) => Disk {
+            path: entry.disk(),
+            format: "qcow2",
+            snapshot: true,
+        },
+    };
+    let mut args = image_argv(target, &disk, &firmware, &dir.paths(), accel);
+    match &mut warm {
+        Some(Warm::Save(staging)) => args.extend(staging.save_args(&dir.qmp_socket(), &dir.path().join("run.qcow2"))),
+        Some(Warm::Restore(entry)) => {
+            args.extend(entry.incoming_args());
+            entry.touch();
+            dir.note_console(&format!(
+                "vmtest: warm start: the guest was restored from the state saved in {} \
+                 (its boot's console was kept by the run that saved it; --cold boots it again)\n",
+                entry.dir().display()
+            ));
+        }
+        None => {}
+    }
     Ok(Launch {
         qemu,
         args,
@@ -96,6 +139,94 @@ pub fn prepare(target: &Target, image: &Path, uefi: bool, accel: impl FnOnce(&Pa
         env: command_env(target),
         marker: crate::relay::new_marker(),
         accel,
+        warm,
+    })
+}
+
+/// The firmware of a run whose OVMF variables are copied to `private_vars`.
+fn firmware(bios: &Option<PathBuf>, ovmf: Option<&Ovmf>, private_vars: &Path) -> Firmware {
+    match (bios, ovmf) {
+        (Some(bios), _) => Firmware::Bios(bios.clone()),
+        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file.clone()),
+        (None, Some(Ovmf::Split { code, .. })) => Firmware::Pflash {
+            code: code.clone(),
+            vars: private_vars.to_path_buf(),
+        },
+        (None, None) => Firmware::SeaBios,
+    }
+}
+
+/// The saved state for this target, or a staging directory to save one
+/// into (with the cold boot's overlay created); `None`, with a warning in
+/// the log, when the cache cannot be used.
+fn plan_warm(
+    target: &Target,
+    image: &Path,
+    format: Format,
+    ovmf: Option<&Ovmf>,
+    qemu: &Path,
+    accel: Accel,
+) -> Option<Warm> {
+    let cache = warm::Cache::open()?;
+    let result = warm_key(target, format, ovmf, qemu, image, accel).and_then(|key| cache.plan(&key));
+    let result = result.and_then(|plan| {
+        if let Warm::Save(staging) = &plan {
+            staging.create_overlay(qemu, image, format.name())?;
+        }
+        Ok(plan)
+    });
+    match result {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            log::warn!("target '{}': no warm start: {e:#}", target.name);
+            None
+        }
+    }
+}
+
+/// The key of the target's saved state: its argv with every per-run path
+/// (private directory, shares, image, OVMF variables) replaced by a
+/// placeholder, and the identity of QEMU, the image and the firmware.
+fn warm_key(
+    target: &Target,
+    format: Format,
+    ovmf: Option<&Ovmf>,
+    qemu: &Path,
+    image: &Path,
+    accel: Accel,
+) -> Result<String> {
+    let mut shape = target.clone();
+    shape.share_dir = "/@share".into();
+    for (index, mount) in shape.vm.mounts.iter_mut().enumerate() {
+        mount.host_path = format!("/@mount{index}").into();
+    }
+    let dir = Path::new("/@dir");
+    let paths = VmPaths {
+        agent_socket: dir.join("agent.sock"),
+        stdin_socket: dir.join("stdin.sock"),
+        stdout_socket: dir.join("stdout.sock"),
+        stderr_socket: dir.join("stderr.sock"),
+        console_pipe: dir.join("console"),
+    };
+    let firmware = firmware(&target.vm.bios, ovmf, &dir.join("OVMF_VARS.fd"));
+    let argv = image_argv(
+        &shape,
+        &Disk::image(Path::new("/@image"), format),
+        &firmware,
+        &paths,
+        accel,
+    );
+    let mut files: Vec<&Path> = target.vm.bios.iter().map(PathBuf::as_path).collect();
+    match ovmf {
+        Some(Ovmf::Split { code, vars }) => files.extend([code.as_path(), vars.as_path()]),
+        Some(Ovmf::Combined(file)) => files.push(file),
+        None => {}
+    }
+    warm::key(&warm::KeyInputs {
+        shape: &argv,
+        qemu,
+        image,
+        firmware: files,
     })
 }
 
@@ -198,20 +329,34 @@ pub fn find_ovmf(arch: &str, exists: impl Fn(&Path) -> bool) -> Result<Ovmf> {
     )
 }
 
-/// The whole argv (without the binary) of an image target. The disk runs
-/// in QEMU's snapshot mode (`snapshot=on`): QEMU opens the image read-only
-/// and sends every write to a temporary qcow2 overlay that it deletes as soon
-/// as it has opened it, so the image stays untouched and nothing is left even
-/// if QEMU is killed. (An overlay made by `qemu-img create -b` would do the
-/// same with one more tool to install and one more file to clean up.)
-pub fn image_argv(
-    target: &Target,
-    image: &Path,
-    format: Format,
-    firmware: &Firmware,
-    paths: &VmPaths,
-    accel: Accel,
-) -> Vec<String> {
+/// The virtio disk QEMU runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// QEMU's `format=`.
+    pub format: &'static str,
+    /// Writes go to a temporary overlay QEMU deletes at once.
+    pub snapshot: bool,
+}
+
+impl Disk {
+    /// The user's image in snapshot mode.
+    pub fn image(image: &Path, format: Format) -> Disk {
+        Disk {
+            path: image.to_path_buf(),
+            format: format.name(),
+            snapshot: true,
+        }
+    }
+}
+
+/// The whole argv (without the binary) of an image target. The image runs
+/// in QEMU's snapshot mode (`snapshot=on`, [`Disk::image`]): QEMU opens the
+/// image read-only and sends every write to a temporary qcow2 overlay that it
+/// deletes as soon as it has opened it, so the image stays untouched and
+/// nothing is left even if QEMU is killed. A warm start's disk is an overlay
+/// in vmtest's cache instead (`warm.rs`), made by `qemu-img create -b`.
+pub fn image_argv(target: &Target, disk: &Disk, firmware: &Firmware, paths: &VmPaths, accel: Accel) -> Vec<String> {
     let arch = target.arch.as_str();
     let mut args = qemu::machine_args(target, accel);
     match firmware {
@@ -230,9 +375,10 @@ pub fn image_argv(
     }
     args.push("-drive".into());
     args.push(format!(
-        "file={},if=virtio,format={},snapshot=on",
-        escape_opt(image),
-        format.name()
+        "file={},if=virtio,format={}{}",
+        escape_opt(&disk.path),
+        disk.format,
+        if disk.snapshot { ",snapshot=on" } else { "" }
     ));
     args.extend(qemu::console_args(&paths.console_pipe));
     args.extend(qemu::serial_ports_args(arch, paths));

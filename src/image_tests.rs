@@ -185,8 +185,7 @@ fn bios_argv_is_exact() {
     let firmware = Firmware::SeaBios;
     let argv = image_argv(
         &t,
-        Path::new("/img/disk.raw"),
-        Format::Raw,
+        &Disk::image(Path::new("/img/disk.raw"), Format::Raw),
         &firmware,
         &paths(),
         Accel::Tcg,
@@ -218,8 +217,7 @@ fn uefi_argv_is_exact() {
     };
     let argv = image_argv(
         &t,
-        Path::new("/img/a,b.qcow2"),
-        Format::Qcow2,
+        &Disk::image(Path::new("/img/a,b.qcow2"), Format::Qcow2),
         &firmware,
         &paths(),
         Accel::Tcg,
@@ -236,7 +234,13 @@ fn uefi_argv_is_exact() {
     expected.extend(COMMON_TAIL);
     assert_eq!(argv, expected);
     let bios = Firmware::Bios("/fw/OVMF.fd".into());
-    let argv = image_argv(&t, Path::new("/d.img"), Format::Raw, &bios, &paths(), Accel::Tcg);
+    let argv = image_argv(
+        &t,
+        &Disk::image(Path::new("/d.img"), Format::Raw),
+        &bios,
+        &paths(),
+        Accel::Tcg,
+    );
     assert_eq!(
         argv[MACHINE.len()..MACHINE.len() + 4],
         [
@@ -289,4 +293,55 @@ fn the_workdir_is_under_the_share() {
     assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest");
     t.workdir = "/proj/sub/dir".into();
     assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest/sub/dir");
+}
+
+#[test]
+fn a_warm_disk_is_an_overlay_with_or_without_snapshot_mode() {
+    let t = target("");
+    let overlay = Disk {
+        path: "/c/warm/.tmp-x/disk.qcow2".into(),
+        format: "qcow2",
+        snapshot: false,
+    };
+    let argv = image_argv(&t, &overlay, &Firmware::SeaBios, &paths(), Accel::Tcg);
+    assert!(argv.contains(&"file=/c/warm/.tmp-x/disk.qcow2,if=virtio,format=qcow2".to_string()));
+    let saved = Disk {
+        snapshot: true,
+        ..overlay
+    };
+    let argv = image_argv(&t, &saved, &Firmware::SeaBios, &paths(), Accel::Tcg);
+    assert!(argv.contains(&"file=/c/warm/.tmp-x/disk.qcow2,if=virtio,format=qcow2,snapshot=on".to_string()));
+}
+
+#[test]
+fn the_warm_key_ignores_host_paths_but_not_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (qemu, image) = (dir.path().join("qemu-system-x86_64"), dir.path().join("disk.raw"));
+    std::fs::write(&qemu, "qemu").unwrap();
+    std::fs::write(&image, "disk").unwrap();
+    let key = |extra: &str, share: &str| {
+        let mut t = target(extra);
+        t.share_dir = share.into();
+        warm_key(&t, Format::Raw, None, &qemu, &image, Accel::Tcg).unwrap()
+    };
+    let mount = |host: &str| format!("[target.vm.mounts.\"/data\"]\nhost_path = \"{host}\"\n");
+    let base = key("", "/proj");
+    assert_eq!(key("", "/elsewhere"), base);
+    assert_ne!(key("[target.vm]\nmemory = \"2G\"\n", "/proj"), base);
+    assert_ne!(key("[target.vm]\nnum_cpus = 1\n", "/proj"), base);
+    assert_ne!(key("[target.vm]\nextra_args = [\"-s\"]\n", "/proj"), base);
+    let with_mount = key(&mount("/srv/a"), "/proj");
+    assert_ne!(with_mount, base);
+    assert_eq!(key(&mount("/srv/b"), "/proj"), with_mount);
+    let mut t = target("");
+    t.share_dir = "/proj".into();
+    assert_ne!(
+        warm_key(&t, Format::Raw, None, &qemu, &image, Accel::Kvm).unwrap(),
+        base
+    );
+    let ovmf = Ovmf::Combined(qemu.clone());
+    assert_ne!(
+        warm_key(&t, Format::Raw, Some(&ovmf), &qemu, &image, Accel::Tcg).unwrap(),
+        base
+    );
 }

@@ -75,6 +75,7 @@ pub fn prepare(
         env: command_env(target),
         marker,
         accel,
+        warm: None,
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use crate::qemu::Accel;
 use crate::vm::VmDir;
+use crate::warm::Warm;
 
 /// How the guest agent starts the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,4 +47,7 @@ pub struct Launch {
     pub marker: String,
     /// The accelerator QEMU was told to use.
     pub accel: Accel,
+    /// An image target's warm start: save the state once the agent
+    /// answers, or the state QEMU restores (`warm.rs`).
+    pub warm: Option<Warm>,
 }

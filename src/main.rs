@@ -53,6 +53,7 @@ mod shell;
 mod splat;
 mod stdin;
 mod vm;
+mod warm;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -210,6 +211,9 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             .kernel_splat_allow
             .extend(args.kernel_splat_allow.iter().cloned());
         target.dump_on_panic |= args.dump_on_panic;
+        if let config::Kind::Image { warm_start, .. } = &mut target.kind {
+            *warm_start &= !args.cold;
+        }
     }
     for pattern in &args.kernel_splat_allow {
         splat::check_pattern(pattern).map_err(|e| anyhow::anyhow!("--kernel-splat-allow '{pattern}': {e}"))?;

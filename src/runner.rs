@@ -32,6 +32,7 @@ use crate::shell;
 use crate::splat::{self, Splat};
 use crate::stdin;
 use crate::vm::{QemuCrashed, Vm};
+use crate::warm::{self, Warm};
 
 /// Seconds to wait for the guest agent under KVM when `boot_timeout` is unset.
 pub const DEFAULT_BOOT_TIMEOUT_KVM: u64 = 60;
@@ -222,16 +223,55 @@ fn run_target(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases:
 }
 
 fn boot_and_run(target: &Target, sink: &mut Sink, accels: &mut AccelCache, phases: &mut Phases) -> Result<Outcome> {
+    let launch = prepare(target, sink, accels, true)?;
+    let restored = match &launch.warm {
+        Some(Warm::Restore(entry)) => Some(entry.dir().to_path_buf()),
+        _ => None,
+    };
+    match (launch_target(launch, target, sink, phases), restored) {
+        // A saved state that does not come up is deleted and the target
+        // boots cold, once.
+        (Err(e), Some(state)) if phases.boot.is_zero() && interrupt::received().is_none() => {
+            warm::discard(&state);
+            let why = format!("{e:#}");
+            sink.reporter.warning(&format!(
+                "target '{}': the saved state {} did not restore ({}); deleted it, booting cold",
+                target.name,
+                state.display(),
+                why.lines().next().unwrap_or_default()
+            ));
+            let _ = target.console_log.remove();
+            let launch = prepare(target, sink, accels, false)?;
+            launch_target(launch, target, sink, phases)
+        }
+        (result, _) => result,
+    }
+}
+
+/// Checks the target's inputs and prepares its launch; `warm` allows an
+/// image target's warm start (`warm.rs`) where the target and the run allow
+/// it (not with a shell, a debugger or a memory dump, whose QEMU differs).
+fn prepare(target: &Target, sink: &mut Sink, accels: &mut AccelCache, warm: bool) -> Result<Launch> {
     let accel = |qemu: &Path| choose_accel(accels, qemu, target, sink.reporter);
-    let launch = match &target.kind {
+    match &target.kind {
         Kind::Kernel {
             kernel,
             kernel_args,
             rootfs,
-        } => kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, accel)?,
-        Kind::Image { image: path, uefi } => image::prepare(target, path, *uefi, accel)?,
-    };
-    launch_target(launch, target, sink, phases)
+        } => kernel::prepare(target, kernel, kernel_args.as_deref(), rootfs, accel),
+        Kind::Image {
+            image: path,
+            uefi,
+            warm_start,
+        } => {
+            let warm = warm
+                && *warm_start
+                && !target.dump_on_panic
+                && target.gdb.is_none()
+                && !shell::wants_shell(&target.command);
+            image::prepare(target, path, *uefi, warm, accel)
+        }
+    }
 }
 
 /// The accelerator for `target`, decided once per QEMU binary, architecture
@@ -258,6 +298,10 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
         Accel::Kvm => DEFAULT_BOOT_TIMEOUT_KVM,
         Accel::Tcg => DEFAULT_BOOT_TIMEOUT_TCG,
     });
+    let boot_timeout = match launch.warm {
+        Some(Warm::Restore(_)) => boot_timeout.min(warm::RESTORE_TIMEOUT),
+        _ => boot_timeout,
+    };
     let interactive = shell::wants_shell(&target.command);
     let mut args = launch.args;
     let mut dir = launch.dir;
@@ -282,7 +326,7 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
         None => boot_timeout,
     };
     let vm = Vm::start(&launch.qemu, &args, dir, launch.extra_dirs, interactive)?;
-    let command = GuestCommand {
+    let mut command = GuestCommand {
         text: match interactive {
             true => shell::guest_command(shell::terminal_size()),
             false => target.command.clone(),
@@ -292,8 +336,9 @@ fn launch_target(launch: Launch, target: &Target, sink: &mut Sink, phases: &mut 
         workdir: launch.workdir,
         env: launch.env,
         marker: launch.marker,
+        warm: launch.warm,
     };
-    run_in_vm(vm, &command, target, boot_timeout, sink, phases)
+    run_in_vm(vm, &mut command, target, boot_timeout, sink, phases)
 }
 
 /// How to start the command once the guest is up.
@@ -305,6 +350,9 @@ struct GuestCommand {
     workdir: String,
     env: Vec<String>,
     marker: String,
+    /// A warm start: the state to save once the agent answers, or the one
+    /// QEMU restored.
+    warm: Option<Warm>,
 }
 
 impl GuestCommand {
@@ -333,7 +381,7 @@ impl GuestCommand {
 
 fn run_in_vm(
     mut vm: Vm,
-    command: &GuestCommand,
+    command: &mut GuestCommand,
     target: &Target,
     boot_timeout: u64,
     sink: &mut Sink,
@@ -355,7 +403,7 @@ fn run_in_vm(
 
 fn drive_vm(
     vm: &mut Vm,
-    command: &GuestCommand,
+    command: &mut GuestCommand,
     target: &Target,
     boot_timeout: u64,
     sink: &mut Sink,
@@ -388,7 +436,28 @@ fn drive_vm(
 
     let setup_started = Instant::now();
     sink.reporter.phase(Phase::SettingUp);
-    for step in &command.setup {
+    let setup = match command.warm.take() {
+        Some(warm) => {
+            if let Warm::Save(staging) = warm {
+                let step = warm::warm_up();
+                let deadline = Instant::now() + request_timeout;
+                if let Err(e) = agent.run(&step.path, step.args, deadline) {
+                    log::debug!("target '{}': {}: {e:#}", target.name, step.what);
+                }
+                match staging.save() {
+                    Ok(dir) => log::debug!("target '{}': saved its state in {}", target.name, dir.display()),
+                    Err(e) => sink.reporter.warning(&format!(
+                        "target '{}': could not save the VM's state for a warm start: {e:#}",
+                        target.name
+                    )),
+                }
+            }
+            // A restored or paused guest's clock is behind.
+            warm::with_clock(&command.setup, std::time::SystemTime::now())
+        }
+        None => command.setup.clone(),
+    };
+    for step in &setup {
         interrupt::check()?;
         let deadline = Instant::now() + request_timeout;
         let (status, _, stderr) = agent

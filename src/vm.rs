@@ -112,6 +112,17 @@ impl VmDir {
         self.dir.path()
     }
 
+    /// Writes `text` at the start of the kept console log (a warm start
+    /// says where the guest came from).
+    pub fn note_console(&mut self, text: &str) {
+        use std::io::Write;
+        if let Some(log) = &mut self.console_log
+            && let Err(e) = log.write_all(text.as_bytes())
+        {
+            log::debug!("cannot write to the console log: {e}");
+        }
+    }
+
     /// Dumps the guest's memory beside `log` if its kernel panics; QEMU
     /// must have a QMP monitor on [`VmDir::qmp_socket`].
     pub fn dump_on_panic(&mut self, log: &LogPath) {
