@@ -4,7 +4,7 @@
 //! in for the command (`git bisect run`, `go test -exec`); with several it
 //! exits with the number of failed targets. The README documents these.
 
-use crate::runner::{Outcome, TargetResult};
+use crate::run::outcome::{Outcome, TargetResult};
 
 /// Every target passed.
 pub const SUCCESS: i32 = 0;
@@ -78,24 +78,12 @@ pub fn single(outcome: &Outcome) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::Phases;
-    use std::time::Duration;
 
     fn results(outcomes: Vec<Outcome>) -> Vec<TargetResult> {
         outcomes
             .into_iter()
             .enumerate()
-            .map(|(i, outcome)| TargetResult {
-                name: format!("t{i}"),
-                kind: "kernel",
-                outcome,
-                phases: Phases::default(),
-                total: Duration::ZERO,
-                console_log: None,
-                stdout: Default::default(),
-                stderr: Default::default(),
-                vmcore: None,
-            })
+            .map(|(i, outcome)| crate::fixtures::result(&format!("t{i}"), outcome))
             .collect()
     }
 

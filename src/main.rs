@@ -1,72 +1,45 @@
 //! vmtest: run a command inside a QEMU virtual machine and report the result.
 //!
-//! `main` wires the layers together: raw CLI arguments (`cli`) become a
-//! validated list of targets (`config`), narrowed by `--filter` and
-//! `--partition` (`partition`) or shown by `--list` (`listing`). The runner
-//! (`runner`) turns each target into a `launch` (`kernel` with `modules`,
-//! `initramfs`, `kernel_release`; or `image`), boots it (`vm`, `qemu`,
-//! `kvm` with its verdicts in `cache`, `console` with its kept log placed by
-//! `log_path` and its kernel splats recognised by `splat`, `janitor`; for
-//! kernel developers `gdb` and a crash `dump`), talks to the guest (`agent`, `guest`,
-//! `guest_init`, `initramfs_init`, `relay`, `shell`) and returns results with
-//! captured output (`capture`). The reporter prints as things happen
-//! (`report`, words from `render`), reports beyond the terminal are written
-//! (`publish`: `junit`, `json_report`, `github`; files the guest can reach
-//! are written through `safe_fs`), Ctrl-C is caught
-//! (`interrupt`), and the results fold into the exit code (`exit_codes`).
+//! `main` wires the layers together, one folder each, in the order data
+//! flows: `config` (arguments and vmtest.toml become validated targets) ->
+//! `launch` (a target becomes a QEMU argv and a guest command) -> `run` (one
+//! VM per target through `vm` and the `ports`, results as data, events as
+//! they happen) -> `report` (the terminal, JUnit, JSON, GitHub) -> the exit
+//! code (`exit_codes`). `guest` is the code and the scripts that run inside
+//! the VM.
 
-mod agent;
-mod cache;
-mod capture;
-mod cli;
 mod config;
-mod console;
-mod dump;
 mod exit_codes;
-mod gdb;
-mod github;
+#[cfg(test)]
+mod fixtures;
 mod guest;
-mod guest_init;
-mod image;
-mod initramfs;
-mod initramfs_init;
 mod interrupt;
-mod janitor;
-mod json_report;
-mod junit;
-mod kernel;
-mod kernel_release;
-mod kvm;
 mod launch;
-mod listing;
-mod log_path;
-mod modules;
-mod partition;
-mod publish;
-mod qemu;
-mod relay;
-mod render;
+mod ports;
+mod quote;
 mod report;
-mod runner;
+mod run;
 mod safe_fs;
-mod shell;
-mod splat;
-mod stdin;
 mod vm;
-mod warm;
 
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use crate::config::Target;
-use crate::gdb::GdbStub;
+use crate::config::debug::GdbStub;
+use crate::config::log_path;
+use crate::config::{Target, cli, listing};
+use crate::ports::shell;
+use crate::report::terminal::{Mode, Reporter};
+use crate::report::{github, publish};
+use crate::run::runner;
 
 fn main() {
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(code) = guest_init::dispatch(&raw) {
+    if let Some(code) = hidden_entry(&raw) {
         std::process::exit(code);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -74,8 +47,9 @@ fn main() {
         .init();
     let args = cli::Args::parse();
     let (list, partition, publish) = (args.list, args.partition, publish_for(&args));
-    let all = match targets(args) {
-        Ok(targets) => targets,
+    let (asked_jobs, parallel_output) = (args.jobs, args.parallel_output);
+    let (all, file_jobs) = match targets(args) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("vmtest: {e:#}");
             std::process::exit(exit_codes::USAGE);
@@ -104,9 +78,9 @@ fn main() {
     }
     let mut reporter = if publish.json_on_stdout {
         // stdout carries the JSON document alone.
-        report::Reporter::new(Box::new(io::stderr()), Box::new(io::stderr()), report::Mode::detect())
+        Reporter::new(Box::new(io::stderr()), Box::new(io::stderr()), Mode::detect())
     } else {
-        report::Reporter::stdio()
+        Reporter::stdio()
     };
     if let Some(message) = &empty_slice {
         reporter.warning(message);
@@ -116,7 +90,11 @@ fn main() {
             "cannot catch Ctrl-C ({e}); interrupting may leave QEMU behind"
         ));
     }
-    let results = runner::run_all(&targets, &mut reporter);
+    let jobs = run::jobs::jobs(asked_jobs.map(|n| n as usize).or(file_jobs), &targets);
+    if jobs > 1 {
+        reporter.run_at_once(parallel_output);
+    }
+    let results = runner::run_all(&targets, jobs, &mut reporter);
     reporter.summary(&results, targets.len());
     let problems = publish.publish(&results, targets.len(), &mut io::stdout(), &mut io::stderr());
     for problem in &problems {
@@ -127,6 +105,20 @@ fn main() {
         None => exit_codes::fold(&results),
     };
     std::process::exit(exit_codes::with_reports(code, problems.is_empty()));
+}
+
+/// Runs the hidden entry points of vmtest's binary: the guest's init
+/// (`guest::init`), the initramfs stage (`guest::initramfs_init`) and the
+/// janitor (`vm::janitor`); `None` for a normal command line.
+fn hidden_entry(args: &[OsString]) -> Option<i32> {
+    if crate::guest::initramfs_init::is_stage(args) {
+        return Some(crate::guest::initramfs_init::run(args));
+    }
+    match (args.get(1)?.to_str()?, args.get(2)) {
+        ("--guest-init", Some(plan)) => Some(guest::init::init(PathBuf::from(plan))),
+        ("--janitor", None) => Some(crate::vm::janitor::run()),
+        _ => None,
+    }
 }
 
 /// Where the run's reports go, from the flags and the environment.
@@ -147,10 +139,11 @@ fn publish_for(args: &cli::Args) -> publish::Publish {
     }
 }
 
-/// The targets to run, from the one-liner or the config file, filtered.
-fn targets(args: cli::Args) -> Result<Vec<Target>> {
+/// The targets to run, from the one-liner or the config file, filtered, and
+/// the config file's `jobs`.
+fn targets(args: cli::Args) -> Result<(Vec<Target>, Option<usize>)> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
-    let mut targets = match &args.kernel {
+    let targets = match &args.kernel {
         Some(kernel) => {
             let one = config::OneLiner {
                 kernel: kernel.clone(),
@@ -161,7 +154,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
                 qemu_command: args.qemu_command.clone(),
                 command: cli::command_line(&std::env::args_os().collect::<Vec<_>>(), &args.command),
             };
-            vec![config::one_liner(one, &cwd)?]
+            (vec![config::one_liner(one, &cwd)?], None)
         }
         None => {
             if !args.command.is_empty() {
@@ -173,6 +166,7 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             load_config(args.config.as_deref(), &cwd)?
         }
     };
+    let (mut targets, jobs) = targets;
     if let Some(pattern) = &args.filter {
         let regex = regex::Regex::new(pattern).with_context(|| format!("--filter '{pattern}'"))?;
         let all: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
@@ -216,7 +210,8 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
         }
     }
     for pattern in &args.kernel_splat_allow {
-        splat::check_pattern(pattern).map_err(|e| anyhow::anyhow!("--kernel-splat-allow '{pattern}': {e}"))?;
+        config::debug::check_splat_pattern(pattern)
+            .map_err(|e| anyhow::anyhow!("--kernel-splat-allow '{pattern}': {e}"))?;
     }
     if let Some(stub) = &args.gdb {
         if targets.len() != 1 {
@@ -234,10 +229,10 @@ fn targets(args: cli::Args) -> Result<Vec<Target>> {
             ..stub.clone()
         });
     }
-    Ok(targets)
+    Ok((targets, jobs))
 }
 
-fn load_config(path: Option<&Path>, cwd: &Path) -> Result<Vec<Target>> {
+fn load_config(path: Option<&Path>, cwd: &Path) -> Result<(Vec<Target>, Option<usize>)> {
     let path = match path {
         Some(path) => config::resolve(cwd, path),
         None => {
@@ -261,5 +256,18 @@ fn load_config(path: Option<&Path>, cwd: &Path) -> Result<Vec<Target>> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cwd.to_path_buf());
     let base = base.canonicalize().unwrap_or(base);
-    config::parse(&text, &path, &base)
+    config::parse_file(&text, &path, &base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_guest_arguments_are_left_alone() {
+        let args: Vec<OsString> = vec!["vmtest".into(), "-k".into(), "bzImage".into()];
+        assert_eq!(hidden_entry(&args), None);
+        assert_eq!(hidden_entry(&["vmtest".into()]), None);
+        assert_eq!(hidden_entry(&["vmtest".into(), "--guest-init".into()]), None);
+    }
 }
