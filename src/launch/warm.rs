@@ -14,16 +14,15 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::launch::SetupStep;
+use crate::vm::qmp::Qmp;
 
 /// Environment variable naming the directory of saved states.
 pub const DIR_ENV: &str = "VMTEST_WARM_DIR";
@@ -218,14 +217,11 @@ impl Staging {
     /// migration stream, lets the VM go on and moves the state into place.
     /// Returns where it went.
     pub fn save(self) -> Result<PathBuf> {
-        let deadline = Instant::now() + SAVE_TIMEOUT;
-        let mut qmp = Qmp::connect(&self.qmp, deadline)?;
-        qmp.execute("stop", json!({}))?;
+        let mut qmp = Qmp::connect(&self.qmp, SAVE_TIMEOUT)?;
+        execute(&mut qmp, "stop", json!({}))?;
         let saved = self.write_state(&mut qmp, &self.run_disk);
         // The run goes on whatever happened.
-        let resumed = qmp
-            .execute("cont", json!({}))
-            .context("continuing the VM after saving it");
+        let resumed = execute(&mut qmp, "cont", json!({})).context("continuing the VM after saving it");
         saved?;
         resumed?;
         self.commit()
@@ -235,16 +231,17 @@ impl Staging {
         if let Some(vars) = &self.vars {
             fs::copy(vars, self.temp.path().join(VARS)).context("copying OVMF's variable store")?;
         }
-        qmp.execute(
+        execute(
+            qmp,
             "blockdev-snapshot-sync",
             json!({ "device": DRIVE_ID, "snapshot-file": run_disk, "format": "qcow2" }),
         )?;
-        qmp.execute("migrate-set-parameters", json!({ "max-bandwidth": 1u64 << 40 }))?;
+        execute(qmp, "migrate-set-parameters", json!({ "max-bandwidth": 1u64 << 40 }))?;
         let state = self.temp.path().join(STATE);
         let uri = format!("exec:cat > {}", crate::quote::shell_quote(&state.to_string_lossy()));
-        qmp.execute("migrate", json!({ "uri": uri }))?;
+        execute(qmp, "migrate", json!({ "uri": uri }))?;
         loop {
-            let info = qmp.execute("query-migrate", json!({}))?;
+            let info = execute(qmp, "query-migrate", json!({}))?;
             match info.get("status").and_then(Value::as_str) {
                 Some("completed") => return Ok(()),
                 Some("failed" | "cancelled") => {
@@ -447,69 +444,17 @@ pub fn with_clock(steps: &[SetupStep], now: SystemTime) -> Vec<SetupStep> {
     steps
 }
 
+/// One QMP command, named in its error.
+fn execute(qmp: &mut Qmp, command: &str, arguments: Value) -> Result<Value> {
+    qmp.execute(json!({ "execute": command, "arguments": arguments }))
+        .with_context(|| format!("QMP {command}"))
+}
+
 /// A number that differs between calls in one process.
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The few QMP messages a save needs.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    deadline: Instant,
-}
-
-impl Qmp {
-    fn connect(socket: &Path, deadline: Instant) -> Result<Qmp> {
-        let stream =
-            UnixStream::connect(socket).with_context(|| format!("connecting to QMP at {}", socket.display()))?;
-        let mut qmp = Qmp {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-            deadline,
-        };
-        let greeting = qmp.message()?;
-        if greeting.get("QMP").is_none() {
-            bail!("QMP greeted with {greeting}");
-        }
-        qmp.execute("qmp_capabilities", json!({}))?;
-        Ok(qmp)
-    }
-
-    /// Sends a command and waits for its answer, skipping events.
-    fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
-        let message = json!({ "execute": command, "arguments": arguments });
-        writeln!(self.writer, "{message}").context("writing to QMP")?;
-        loop {
-            let message = self.message()?;
-            if let Some(value) = message.get("return") {
-                return Ok(value.clone());
-            }
-            if let Some(error) = message.get("error") {
-                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("no description");
-                bail!("QMP {command}: {desc}");
-            }
-        }
-    }
-
-    fn message(&mut self) -> Result<Value> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("QEMU did not finish the save within {}s", SAVE_TIMEOUT.as_secs());
-        }
-        self.reader.get_ref().set_read_timeout(Some(left))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(anyhow!("QEMU closed its QMP socket")),
-            Ok(_) => serde_json::from_str(&line).with_context(|| format!("QMP sent {line:?}")),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                bail!("QEMU did not finish the save within {}s", SAVE_TIMEOUT.as_secs())
-            }
-            Err(e) => Err(e).context("reading from QMP"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Unit tests of the warm-start cache: keys, plans, pruning, the clock.
 
+use std::io::Write;
+
 use super::*;
 
 #[test]
@@ -118,8 +120,9 @@ fn pruning_keeps_the_newest_within_the_bound() {
     let make = |name: &str, age: u64| {
         let dir = root.path().join(name);
         std::fs::create_dir(&dir).unwrap();
-        let file = std::fs::File::create(dir.join(STATE)).unwrap();
-        file.write_all_at_len(8192);
+        let mut file = std::fs::File::create(dir.join(STATE)).unwrap();
+        file.write_all(&[1u8; 8192]).unwrap();
+        file.sync_all().unwrap();
         file.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
         dir
     };
@@ -141,18 +144,4 @@ fn pruning_keeps_the_newest_within_the_bound() {
     assert!(just_saved.exists() && new.exists());
     assert!(!middle.exists() && !old.exists());
     assert!(!stale.exists() && fresh.exists());
-}
-
-/// Writes `len` bytes of data, so that the file takes room on disk.
-trait WriteLen {
-    fn write_all_at_len(&self, len: usize);
-}
-
-impl WriteLen for std::fs::File {
-    fn write_all_at_len(&self, len: usize) {
-        use std::io::Write;
-        let mut file = self;
-        file.write_all(&vec![1u8; len]).unwrap();
-        file.sync_all().unwrap();
-    }
 }

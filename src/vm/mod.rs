@@ -22,6 +22,7 @@ pub mod gdb;
 pub mod janitor;
 pub mod kvm;
 pub mod qemu;
+pub mod qmp;
 pub mod splat;
 
 use std::fs;
