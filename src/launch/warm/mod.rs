@@ -5,16 +5,14 @@
 //! `~/.cache/vmtest/warm/<key>/`): QEMU's migration stream (`state`), the
 //! qcow2 overlay on top of the user's image that holds the boot's disk writes
 //! (`disk.qcow2`) and, for OVMF, the variable store (`OVMF_VARS.fd`). It
-//! computes the key (everything that shapes the saved state), saves a
+//! computes the key (everything that shapes the saved state: `key`), saves a
 //! running VM through QMP (stop, move its disk writes to a fresh overlay,
 //! `migrate` to `exec:cat`, continue), moves a finished state into place by
-//! renaming its directory, prunes old states, and sets a restored guest's
-//! clock. It does not build QEMU's argv (`image` does, with the disk and
+//! renaming its directory, prunes old states (`prune`), and sets a restored
+//! guest's clock. It does not build QEMU's argv (`image` does, with the disk and
 //! arguments named here) and does not run VMs (`run::runner`, `vm`).
 
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,19 +22,19 @@ use serde_json::{Value, json};
 use crate::launch::SetupStep;
 use crate::vm::qmp::Qmp;
 
+pub use key::{KeyInputs, key};
+use prune::{max_size, prune};
+
+mod key;
+mod prune;
+
 /// Environment variable naming the directory of saved states.
 pub const DIR_ENV: &str = "VMTEST_WARM_DIR";
-/// Environment variable bounding the saved states' total size (`4G`, `500M`).
-pub const MAX_ENV: &str = "VMTEST_WARM_MAX";
-/// The bound when [`MAX_ENV`] is unset.
-const DEFAULT_MAX: u64 = 4 << 30;
 /// How long a restored guest's agent gets to answer before the state is
 /// taken for broken (deleted, and the target booted cold).
 pub const RESTORE_TIMEOUT: u64 = 60;
 /// Longest a save may take (writing a few hundred MB under a busy TCG).
 const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Changes whenever the layout of a state or the way it is made changes.
-const FORMAT: &str = "vmtest-warm-1";
 
 const STATE: &str = "state";
 const DISK: &str = "disk.qcow2";
@@ -279,127 +277,6 @@ impl Staging {
     }
 }
 
-/// The saved states' size bound, from [`MAX_ENV`].
-fn max_size() -> u64 {
-    std::env::var(MAX_ENV)
-        .ok()
-        .and_then(|s| parse_size(&s))
-        .unwrap_or(DEFAULT_MAX)
-}
-
-/// `4G`, `500M`, `123` (bytes).
-fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (digits, shift) = match text.char_indices().last()? {
-        (i, 'K' | 'k') => (&text[..i], 10),
-        (i, 'M' | 'm') => (&text[..i], 20),
-        (i, 'G' | 'g') => (&text[..i], 30),
-        (i, 'T' | 't') => (&text[..i], 40),
-        _ => (text, 0),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-/// Removes the least recently used states until the rest fit in `max`
-/// bytes (`keep` stays whatever its size), and leftovers of killed runs.
-pub fn prune(root: &Path, max: u64, keep: &Path) {
-    let Ok(entries) = fs::read_dir(root) else { return };
-    let mut states = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            // A staging or trash directory a killed vmtest left (the janitor
-            // usually removes them); a day is longer than any save.
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(24 * 3600));
-            if old {
-                let _ = fs::remove_dir_all(&path);
-            }
-            continue;
-        }
-        let used = fs::metadata(path.join(STATE))
-            .and_then(|m| m.modified())
-            .unwrap_or(UNIX_EPOCH);
-        states.push((used, dir_size(&path), path));
-    }
-    states.sort_by_key(|s| std::cmp::Reverse(s.0));
-    let mut total = states.iter().filter(|s| s.2 == keep).map(|s| s.1).sum::<u64>();
-    for (_, size, path) in states {
-        if path == keep {
-            continue;
-        }
-        total += size;
-        if total > max {
-            log::debug!("pruning the saved state {}", path.display());
-            Entry { dir: path }.discard();
-        }
-    }
-}
-
-/// Bytes a directory's files take on disk.
-fn dir_size(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.blocks() * 512)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// What the key is made of, besides the argv's shape.
-pub struct KeyInputs<'a> {
-    /// QEMU's argv with every per-run path replaced by a fixed placeholder:
-    /// machine, CPU, accelerator, memory, devices in order, extra args.
-    pub shape: &'a [String],
-    pub qemu: &'a Path,
-    pub image: &'a Path,
-    /// Firmware files (OVMF code and pristine variables, `vm.bios`).
-    pub firmware: Vec<&'a Path>,
-}
-
-/// The key of a saved state: a hash of the argv's shape and of the
-/// identity (path, device, inode, size, modification and change times) of
-/// QEMU's binary, the image and the firmware.
-pub fn key(inputs: &KeyInputs) -> Result<String> {
-    let mut parts = vec![FORMAT.to_string()];
-    parts.extend(inputs.shape.iter().cloned());
-    parts.push(identity(inputs.qemu).context("QEMU's binary")?);
-    parts.push(identity(inputs.image).context("the image")?);
-    for file in &inputs.firmware {
-        parts.push(identity(file).context("the firmware")?);
-    }
-    let hash = |salt: u64| {
-        let mut h = std::hash::DefaultHasher::new();
-        salt.hash(&mut h);
-        parts.hash(&mut h);
-        h.finish()
-    };
-    Ok(format!("{:016x}{:016x}", hash(1), hash(2)))
-}
-
-/// A file's identity: what changes when it is replaced or written.
-fn identity(path: &Path) -> Result<String> {
-    let real = fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    let m = fs::metadata(&real).with_context(|| format!("reading {}", real.display()))?;
-    Ok(format!(
-        "{} dev={} ino={} size={} mtime={}.{} ctime={}.{}",
-        real.display(),
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
-    ))
-}
-
 /// Run in the guest just before its state is saved, so that every warm run
 /// starts with it done: load the 9p modules (loading mounts nothing, so
 /// migration is not blocked) and read bash into the page cache. Under TCG
@@ -458,5 +335,4 @@ fn unique() -> u64 {
 }
 
 #[cfg(test)]
-#[path = "warm_tests.rs"]
 mod tests;
