@@ -205,6 +205,9 @@ fn targets(args: cli::Args) -> Result<(Vec<Target>, Option<usize>)> {
             .kernel_splat_allow
             .extend(args.kernel_splat_allow.iter().cloned());
         target.dump_on_panic |= args.dump_on_panic;
+        if let config::Kind::Image { warm_start, .. } = &mut target.kind {
+            *warm_start &= !args.cold;
+        }
     }
     for pattern in &args.kernel_splat_allow {
         config::debug::check_splat_pattern(pattern)

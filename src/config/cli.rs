@@ -96,6 +96,10 @@ pub struct Args {
     #[arg(long, value_name = "REGEX")]
     pub kernel_splat_allow: Vec<String>,
 
+    /// Boot image targets from scratch: do not restore a saved state, and save none
+    #[arg(long)]
+    pub cold: bool,
+
     /// Write the guest's memory as an ELF vmcore beside the console log when its kernel panics
     #[arg(long)]
     pub dump_on_panic: bool,

@@ -113,8 +113,16 @@ fn an_image_target() {
         t.kind,
         Kind::Image {
             image: "/proj/disk.qcow2".into(),
-            uefi: true
+            uefi: true,
+            warm_start: true,
         }
+    );
+    let t = &parse_ok("[[target]]\nname = \"img\"\nimage = \"d.raw\"\ncommand = \"true\"\nwarm_start = false\n")[0];
+    assert!(matches!(t.kind, Kind::Image { warm_start: false, .. }));
+    let err = parse_err("[[target]]\nname = \"k\"\nkernel = \"/k\"\ncommand = \"true\"\nwarm_start = false\n");
+    assert!(
+        err.contains("target 'k': field 'warm_start': only applies to image targets"),
+        "{err}"
     );
 }
 

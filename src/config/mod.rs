@@ -81,7 +81,13 @@ pub enum Kind {
         rootfs: PathBuf,
     },
     /// A disk image with its own bootloader, kernel and guest agent.
-    Image { image: PathBuf, uefi: bool },
+    Image {
+        image: PathBuf,
+        uefi: bool,
+        /// Restore a saved state instead of booting, when there is one
+        /// (`warm.rs`).
+        warm_start: bool,
+    },
 }
 
 impl Kind {
@@ -149,6 +155,7 @@ struct RawTarget {
     qemu_command: Option<String>,
     kvm_cpu_args: Option<String>,
     uefi: Option<bool>,
+    warm_start: Option<bool>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     timeout: Option<u64>,
@@ -280,6 +287,9 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
             if raw.uefi.is_some() {
                 return Err(ctx("uefi", "only applies to image targets".into()));
             }
+            if raw.warm_start.is_some() {
+                return Err(ctx("warm_start", "only applies to image targets".into()));
+            }
             Kind::Kernel {
                 kernel: resolve(base_dir, &kernel),
                 kernel_args: raw.kernel_args,
@@ -299,6 +309,7 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
             Kind::Image {
                 image: resolve(base_dir, &image),
                 uefi: raw.uefi.unwrap_or(false),
+                warm_start: raw.warm_start.unwrap_or(true),
             }
         }
     };

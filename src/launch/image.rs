@@ -6,8 +6,10 @@
 //! directory, and assembles QEMU's argv, the setup steps that mount the 9p
 //! shares inside the guest, and the way the command is started there. The
 //! image's own bootloader, kernel and guest agent do the rest. The user's
-//! image is never written to: QEMU runs the disk in snapshot mode. The result
-//! is a [`Launch`] for the runner; this module neither starts nor waits for
+//! image is never written to: QEMU runs the disk in snapshot mode, or (warm
+//! start, `warm`) on a qcow2 overlay in vmtest's cache; with a saved state
+//! for the target, QEMU restores it instead of booting. The result is a
+//! [`Launch`] for the runner; this module neither starts nor waits for
 //! anything.
 
 use std::path::{Path, PathBuf};
@@ -19,9 +21,10 @@ use crate::guest::GUEST_PATH;
 use crate::guest::SHARE_TAG;
 use crate::guest::{GUEST_SHARE, ninep_options, shell_quote};
 use crate::launch::share::{self, Transport};
+use crate::launch::warm::{self, Warm};
 use crate::launch::{Boot, Helper, SetupStep};
 use crate::vm::VmDir;
-use crate::vm::qemu::{self, Accel, Disk, Firmware, Format};
+use crate::vm::qemu::{self, Accel, Disk, Firmware, Format, VmPaths};
 
 /// OVMF as installed on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,29 +59,78 @@ pub fn check(target: &Target, image: &Path, uefi: bool) -> Result<Inputs> {
 }
 
 /// Copies OVMF's variables into `dir` (UEFI) and builds QEMU's argv and the
-/// setup steps that mount the shares in the guest.
-pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel, transport: &Transport) -> Result<Boot> {
-    let firmware = match (&target.vm.bios, inputs.ovmf) {
-        (Some(bios), _) => Firmware::Bios(bios.clone()),
-        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file),
-        (None, Some(Ovmf::Split { code, vars })) => {
-            // OVMF writes its variables (boot entries) back: never to the host's copy.
-            let private = dir.path().join("OVMF_VARS.fd");
-            std::fs::copy(&vars, &private)
-                .with_context(|| format!("copying the UEFI variable store {}", vars.display()))?;
-            Firmware::Pflash { code, vars: private }
+/// setup steps that mount the shares in the guest; with `warm_start`, from a
+/// saved state if there is one, else with a cold boot that saves one.
+pub fn prepare(
+    target: &Target,
+    inputs: Inputs,
+    dir: &mut VmDir,
+    accel: Accel,
+    qemu: &Path,
+    warm_start: bool,
+    transport: &Transport,
+) -> Result<Boot> {
+    let mut warm = match warm_start {
+        true => plan_warm(target, &inputs, qemu, accel),
+        false => None,
+    };
+    let private_vars = dir.path().join("OVMF_VARS.fd");
+    let firmware = firmware(&target.vm.bios, inputs.ovmf.as_ref(), &private_vars);
+    if let (None, Some(Ovmf::Split { vars, .. })) = (&target.vm.bios, &inputs.ovmf) {
+        // OVMF writes its variables (boot entries) back: never to the host's
+        // copy. A restored VM gets those it had when it was saved.
+        let source = match &warm {
+            Some(Warm::Restore(entry)) => entry.vars().unwrap_or_else(|| vars.clone()),
+            _ => vars.clone(),
+        };
+        std::fs::copy(&source, &private_vars)
+            .with_context(|| format!("copying the UEFI variable store {}", source.display()))?;
+        if let Some(Warm::Save(staging)) = &mut warm {
+            staging.keep_vars(&private_vars);
         }
-        (None, None) => Firmware::SeaBios,
+    }
+    let (saved, overlay);
+    let disk = match &warm {
+        None => Disk {
+            image: &inputs.image,
+            format: inputs.format,
+            snapshot: true,
+        },
+        Some(Warm::Save(staging)) => {
+            overlay = staging.disk();
+            Disk {
+                image: &overlay,
+                format: Format::Qcow2,
+                snapshot: false,
+            }
+        }
+        Some(Warm::Restore(entry)) => {
+            saved = entry.disk();
+            Disk {
+                image: &saved,
+                format: Format::Qcow2,
+                snapshot: true,
+            }
+        }
     };
-    let disk = Disk {
-        image: &inputs.image,
-        format: inputs.format,
-    };
-    let args = qemu::image_argv(target, disk, &firmware, &dir.paths(), accel);
+    let mut args = qemu::image_argv(target, disk, &firmware, &dir.paths(), accel);
     let setup = match transport {
         Transport::NineP => setup_steps(&target.vm.mounts),
         Transport::Virtiofs(_) => share::virtiofs_setup(setup_steps(&target.vm.mounts), &target.vm.mounts),
     };
+    match &mut warm {
+        Some(Warm::Save(staging)) => args.extend(staging.save_args(&dir.qmp_socket(), &dir.path().join("run.qcow2"))),
+        Some(Warm::Restore(entry)) => {
+            args.extend(entry.incoming_args());
+            entry.touch();
+            dir.note_console(&format!(
+                "vmtest: warm start: the guest was restored from the state saved in {} \
+                 (its boot's console was kept by the run that saved it; --cold boots it again)\n",
+                entry.dir().display()
+            ));
+        }
+        None => {}
+    }
     Ok(Boot {
         args,
         extra_dirs: Vec::new(),
@@ -86,6 +138,79 @@ pub fn prepare(target: &Target, inputs: Inputs, dir: &VmDir, accel: Accel, trans
         setup,
         workdir: crate::guest::workdir_in_share(target),
         env: target_env_only(target),
+        warm,
+    })
+}
+
+/// The firmware of a run whose OVMF variables are copied to `private_vars`.
+fn firmware(bios: &Option<PathBuf>, ovmf: Option<&Ovmf>, private_vars: &Path) -> Firmware {
+    match (bios, ovmf) {
+        (Some(bios), _) => Firmware::Bios(bios.clone()),
+        (None, Some(Ovmf::Combined(file))) => Firmware::Bios(file.clone()),
+        (None, Some(Ovmf::Split { code, .. })) => Firmware::Pflash {
+            code: code.clone(),
+            vars: private_vars.to_path_buf(),
+        },
+        (None, None) => Firmware::SeaBios,
+    }
+}
+
+/// The saved state for this target, or a staging directory to save one
+/// into (with the cold boot's overlay created); `None`, with a warning in
+/// the log, when the cache cannot be used.
+fn plan_warm(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Option<Warm> {
+    let cache = warm::Cache::open()?;
+    let result = warm_key(target, inputs, qemu, accel).and_then(|key| cache.plan(&key));
+    let result = result.and_then(|plan| {
+        if let Warm::Save(staging) = &plan {
+            staging.create_overlay(qemu, &inputs.image, inputs.format.name())?;
+        }
+        Ok(plan)
+    });
+    match result {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            log::warn!("target '{}': no warm start: {e:#}", target.name);
+            None
+        }
+    }
+}
+
+/// The key of the target's saved state: its argv with every per-run path
+/// (private directory, shares, image, OVMF variables) replaced by a
+/// placeholder, and the identity of QEMU, the image and the firmware.
+fn warm_key(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Result<String> {
+    let mut shape = target.clone();
+    shape.share_dir = "/@share".into();
+    for (index, mount) in shape.vm.mounts.iter_mut().enumerate() {
+        mount.host_path = format!("/@mount{index}").into();
+    }
+    let dir = Path::new("/@dir");
+    let paths = VmPaths {
+        agent_socket: dir.join("agent.sock"),
+        stdin_socket: dir.join("stdin.sock"),
+        stdout_socket: dir.join("stdout.sock"),
+        stderr_socket: dir.join("stderr.sock"),
+        console_pipe: dir.join("console"),
+    };
+    let firmware = firmware(&target.vm.bios, inputs.ovmf.as_ref(), &dir.join("OVMF_VARS.fd"));
+    let disk = Disk {
+        image: Path::new("/@image"),
+        format: inputs.format,
+        snapshot: true,
+    };
+    let argv = qemu::image_argv(&shape, disk, &firmware, &paths, accel);
+    let mut files: Vec<&Path> = target.vm.bios.iter().map(PathBuf::as_path).collect();
+    match &inputs.ovmf {
+        Some(Ovmf::Split { code, vars }) => files.extend([code.as_path(), vars.as_path()]),
+        Some(Ovmf::Combined(file)) => files.push(file),
+        None => {}
+    }
+    warm::key(&warm::KeyInputs {
+        shape: &argv,
+        qemu,
+        image: &inputs.image,
+        firmware: files,
     })
 }
 

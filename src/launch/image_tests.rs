@@ -178,6 +178,7 @@ fn bios_argv_is_exact() {
         Disk {
             image: Path::new("/img/disk.raw"),
             format: Format::Raw,
+            snapshot: true,
         },
         &firmware,
         &crate::fixtures::vm_paths(),
@@ -213,6 +214,7 @@ fn uefi_argv_is_exact() {
         Disk {
             image: Path::new("/img/a,b.qcow2"),
             format: Format::Qcow2,
+            snapshot: true,
         },
         &firmware,
         &crate::fixtures::vm_paths(),
@@ -235,6 +237,7 @@ fn uefi_argv_is_exact() {
         Disk {
             image: Path::new("/d.img"),
             format: Format::Raw,
+            snapshot: true,
         },
         &bios,
         &crate::fixtures::vm_paths(),
@@ -292,4 +295,60 @@ fn the_workdir_is_under_the_share() {
     assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest");
     t.workdir = "/proj/sub/dir".into();
     assert_eq!(crate::guest::workdir_in_share(&t), "/mnt/vmtest/sub/dir");
+}
+
+#[test]
+fn a_warm_disk_is_an_overlay_with_or_without_snapshot_mode() {
+    let t = target("");
+    let overlay = Disk {
+        image: Path::new("/c/warm/.tmp-x/disk.qcow2"),
+        format: Format::Qcow2,
+        snapshot: false,
+    };
+    let argv = qemu::image_argv(
+        &t,
+        overlay,
+        &Firmware::SeaBios,
+        &crate::fixtures::vm_paths(),
+        Accel::Tcg,
+    );
+    assert!(argv.contains(&"file=/c/warm/.tmp-x/disk.qcow2,if=virtio,format=qcow2".to_string()));
+    let saved = Disk {
+        snapshot: true,
+        ..overlay
+    };
+    let argv = qemu::image_argv(&t, saved, &Firmware::SeaBios, &crate::fixtures::vm_paths(), Accel::Tcg);
+    assert!(argv.contains(&"file=/c/warm/.tmp-x/disk.qcow2,if=virtio,format=qcow2,snapshot=on".to_string()));
+}
+
+#[test]
+fn the_warm_key_ignores_host_paths_but_not_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (qemu, image) = (dir.path().join("qemu-system-x86_64"), dir.path().join("disk.raw"));
+    std::fs::write(&qemu, "qemu").unwrap();
+    std::fs::write(&image, "disk").unwrap();
+    let inputs = |ovmf: Option<Ovmf>| Inputs {
+        image: image.clone(),
+        format: Format::Raw,
+        ovmf,
+    };
+    let key = |extra: &str, share: &str| {
+        let mut t = target(extra);
+        t.share_dir = share.into();
+        warm_key(&t, &inputs(None), &qemu, Accel::Tcg).unwrap()
+    };
+    let mount = |host: &str| format!("[target.vm.mounts.\"/data\"]\nhost_path = \"{host}\"\n");
+    let base = key("", "/proj");
+    assert_eq!(key("", "/elsewhere"), base);
+    assert_ne!(key("[target.vm]\nmemory = \"2G\"\n", "/proj"), base);
+    assert_ne!(key("[target.vm]\nnum_cpus = 1\n", "/proj"), base);
+    assert_ne!(key("[target.vm]\nextra_args = [\"-s\"]\n", "/proj"), base);
+    let with_mount = key(&mount("/srv/a"), "/proj");
+    assert_ne!(with_mount, base);
+    assert_eq!(key(&mount("/srv/b"), "/proj"), with_mount);
+    let mut t = target("");
+    t.share_dir = "/proj".into();
+    assert_ne!(warm_key(&t, &inputs(None), &qemu, Accel::Kvm).unwrap(), base);
+    let ovmf = Ovmf::Combined(qemu.clone());
+    assert_ne!(warm_key(&t, &inputs(Some(ovmf)), &qemu, Accel::Tcg).unwrap(), base);
 }

@@ -132,6 +132,7 @@ pub fn prepare(
         setup: Vec::new(),
         workdir: guest_workdir(target, rootfs),
         env: host_env_and_target(target),
+        warm: None,
     })
 }
 

@@ -11,7 +11,8 @@
 //! Kernel targets (`kernel`) write an init and, for modular kernels, read
 //! the release (`kernel_release`), the modules to load (`modules`) and build
 //! a cached initramfs (`initramfs`); image targets (`image`) find their
-//! format and firmware.
+//! format and firmware, and restore a saved state instead of booting or save
+//! one once booted (`warm`).
 
 pub mod image;
 pub mod initramfs;
@@ -19,6 +20,7 @@ pub mod kernel;
 pub mod kernel_release;
 pub mod modules;
 pub mod share;
+pub mod warm;
 
 use std::path::PathBuf;
 
@@ -76,6 +78,8 @@ pub struct Boot {
     /// The command's working directory in the guest.
     pub workdir: String,
     pub env: Vec<String>,
+    /// An image target's warm start (`warm`).
+    pub warm: Option<warm::Warm>,
 }
 
 /// Everything needed to start a target's VM and run its command.
@@ -93,6 +97,9 @@ pub struct Launch {
     pub interactive: bool,
     /// How to attach a debugger, under `--gdb`.
     pub gdb_hint: Option<String>,
+    /// An image target's warm start: save the state once the agent
+    /// answers, or the state QEMU restores (`warm`).
+    pub warm: Option<warm::Warm>,
 }
 
 /// Checks what a target needs on the host: its kernel or image, rootfs,
@@ -101,7 +108,7 @@ pub fn check(target: &Target) -> Result<Inputs> {
     check_mounts(target)?;
     Ok(match &target.kind {
         Kind::Kernel { kernel, rootfs, .. } => Inputs::Kernel(kernel::check(target, kernel, rootfs)?),
-        Kind::Image { image, uefi } => Inputs::Image(image::check(target, image, *uefi)?),
+        Kind::Image { image, uefi, .. } => Inputs::Image(image::check(target, image, *uefi)?),
     })
 }
 
@@ -145,9 +152,16 @@ pub fn find_qemu(command: &str, arch: &str) -> Result<PathBuf> {
     })
 }
 
-/// Prepares a checked target to run on `qemu` with `accel`.
-pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel) -> Result<Launch> {
+/// Prepares a checked target to run on `qemu` with `accel`. `warm` allows
+/// an image target's warm start where the target allows it (not with a
+/// shell, a debugger or a memory dump, whose QEMU differs).
+pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel, warm: bool) -> Result<Launch> {
     let interactive = shell::wants_shell(&target.command);
+    let warm = warm
+        && matches!(target.kind, Kind::Image { warm_start: true, .. })
+        && !interactive
+        && !target.dump_on_panic
+        && target.gdb.is_none();
     if interactive {
         shell::check_terminal()?;
     }
@@ -158,10 +172,17 @@ pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel) -> 
         Inputs::Kernel(inputs) => Some(inputs.virtiofs_support()),
         Inputs::Image(_) => None,
     };
-    let transport = share::choose(target, crate::vm::virtiofs::find_daemon(), support.as_ref())?;
+    // virtiofs (vhost-user) blocks migration: an image that may start warm
+    // shares over 9p unless vm.share asks for virtiofs, which then turns
+    // warm start off.
+    let transport = match warm && target.vm.share == share::Mode::Auto {
+        true => share::Transport::NineP,
+        false => share::choose(target, crate::vm::virtiofs::find_daemon(), support.as_ref())?,
+    };
+    let warm = warm && matches!(transport, share::Transport::NineP);
     let boot = match inputs {
         Inputs::Kernel(inputs) => kernel::prepare(target, inputs, &dir, &marker, accel, &transport)?,
-        Inputs::Image(inputs) => image::prepare(target, inputs, &dir, accel, &transport)?,
+        Inputs::Image(inputs) => image::prepare(target, inputs, &mut dir, accel, &qemu, warm, &transport)?,
     };
     let mut args = boot.args;
     if let share::Transport::Virtiofs(daemon) = &transport {
@@ -204,6 +225,7 @@ pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel) -> 
         command,
         interactive,
         gdb_hint,
+        warm: boot.warm,
     })
 }
 

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::config::Target;
 use crate::interrupt;
 use crate::launch;
+use crate::launch::warm::{self, Warm};
 use crate::ports::agent::{Agent, ExitStatus, WaitError};
 use crate::ports::relay::{self, RelayEvent, Stream};
 use crate::ports::{shell, stdin};
@@ -281,9 +282,31 @@ impl<'t, 'e> TargetRun<'t, 'e> {
         }
     }
 
-    /// Checks the inputs, resolves QEMU and the accelerator, prepares the
-    /// launch, starts the VM and runs the command in it.
+    /// Boots and runs the target; a saved state (warm start) that does not
+    /// come up is deleted and the target boots cold, once, with a warning.
     fn boot_and_run(&mut self, accels: &Accels) -> Result<Outcome> {
+        let mut restored = None;
+        match (self.boot_once(accels, true, &mut restored), restored) {
+            (Err(e), Some(state)) if self.phases.boot.is_zero() && interrupt::received().is_none() => {
+                warm::discard(&state);
+                let why = format!("{e:#}");
+                self.warn(format!(
+                    "target '{}': the saved state {} did not restore ({}); deleted it, booting cold",
+                    self.target.name,
+                    state.display(),
+                    why.lines().next().unwrap_or_default()
+                ));
+                let _ = self.target.console_log.remove();
+                self.boot_once(accels, false, &mut None)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Checks the inputs, resolves QEMU and the accelerator, prepares the
+    /// launch (`warm`: allowing a warm start; a state restored is named in
+    /// `restored`), starts the VM and runs the command in it.
+    fn boot_once(&mut self, accels: &Accels, warm: bool, restored: &mut Option<PathBuf>) -> Result<Outcome> {
         let target = self.target;
         let inputs = launch::check(target)?;
         let qemu = launch::find_qemu(&target.qemu_command, &target.arch)?;
@@ -291,7 +314,10 @@ impl<'t, 'e> TargetRun<'t, 'e> {
         if let Some(warning) = warning {
             self.warn(warning);
         }
-        let launch = launch::prepare(target, inputs, qemu, accel)?;
+        let launch = launch::prepare(target, inputs, qemu, accel, warm)?;
+        if let Some(Warm::Restore(entry)) = &launch.warm {
+            *restored = Some(entry.dir().to_path_buf());
+        }
         self.emulated = launch.accel == Accel::Tcg;
         if let Some(hint) = &launch.gdb_hint {
             self.events.event(Event::Note(hint.clone()));
@@ -303,7 +329,7 @@ impl<'t, 'e> TargetRun<'t, 'e> {
             launch.extra_dirs,
             launch.interactive,
         )?;
-        let mut result = self.drive(&mut vm, &launch.setup, &launch.command, launch.accel);
+        let mut result = self.drive(&mut vm, &launch.setup, &launch.command, launch.accel, launch.warm);
         if result.is_err() && interrupt::received().is_none() {
             // A broken socket usually means QEMU is exiting (a panic, a
             // crash): that is the error worth reporting.
@@ -324,12 +350,23 @@ impl<'t, 'e> TargetRun<'t, 'e> {
         setup: &[launch::SetupStep],
         command: &launch::GuestCommand,
         accel: Accel,
+        warm: Option<Warm>,
     ) -> Result<Outcome> {
         let channels = vm.take_channels().context("the VM's channels are gone")?;
-        let mut agent = self.boot(vm, channels.agent, accel)?;
+        let restoring = matches!(warm, Some(Warm::Restore(_)));
+        let mut agent = self.boot(vm, channels.agent, accel, restoring)?;
         let setup_started = Instant::now();
         self.emit(TargetEvent::Phase(Phase::SettingUp));
-        self.set_up(&mut agent, setup)?;
+        match warm {
+            Some(warm) => {
+                if let Warm::Save(staging) = warm {
+                    self.save(&mut agent, staging);
+                }
+                // A restored or paused guest's clock is behind.
+                self.set_up(&mut agent, &warm::with_clock(setup, std::time::SystemTime::now()))?;
+            }
+            None => self.set_up(&mut agent, setup)?,
+        }
         let outputs = [channels.stdout, channels.stderr];
         let mut started = self.start(&mut agent, outputs, channels.stdin, channels.shell, command)?;
         self.phases.setup = setup_started.elapsed();
@@ -373,14 +410,36 @@ impl<'t, 'e> TargetRun<'t, 'e> {
         }
     }
 
-    /// Boot: waits until the guest agent answers (the end of the boot), the
-    /// boot timeout passes, QEMU dies or the console shows a panic.
-    fn boot(&mut self, vm: &mut Vm, socket: UnixStream, accel: Accel) -> Result<Agent> {
+    /// Warm start: has the guest load what every run needs, then saves the
+    /// VM's state; a save that fails is a warning, the run goes on.
+    fn save(&mut self, agent: &mut Agent, staging: warm::Staging) {
+        let step = warm::warm_up();
+        let deadline = Instant::now() + self.request_timeout();
+        if let Err(e) = agent.run(&step.path, step.args, deadline) {
+            log::debug!("target '{}': {}: {e:#}", self.target.name, step.what);
+        }
+        match staging.save() {
+            Ok(dir) => log::debug!("target '{}': saved its state in {}", self.target.name, dir.display()),
+            Err(e) => self.warn(format!(
+                "target '{}': could not save the VM's state for a warm start: {e:#}",
+                self.target.name
+            )),
+        }
+    }
+
+    /// Boot: waits until the guest agent answers (the end of the boot, or of
+    /// `restoring` a saved state), the boot timeout passes, QEMU dies or the
+    /// console shows a panic.
+    fn boot(&mut self, vm: &mut Vm, socket: UnixStream, accel: Accel, restoring: bool) -> Result<Agent> {
         let boot_timeout = match (&self.target.gdb, self.target.boot_timeout, accel) {
             (Some(_), _, _) => UNDER_GDB.as_secs(),
             (None, Some(secs), _) => secs,
             (None, None, Accel::Kvm) => DEFAULT_BOOT_TIMEOUT_KVM,
             (None, None, Accel::Tcg) => DEFAULT_BOOT_TIMEOUT_TCG,
+        };
+        let boot_timeout = match restoring {
+            true => boot_timeout.min(warm::RESTORE_TIMEOUT),
+            false => boot_timeout,
         };
         let mut agent = Agent::new(socket);
         agent.give_up_when(vm.panic_watch());

@@ -8,17 +8,17 @@
 //! in the share) and QEMU writes into that very file, reopened through
 //! `/proc/<vmtest>/fd/N`, with `dump-guest-memory` (no paging: the physical
 //! memory as PT_LOAD segments, which `crash` and drgn read). The few QMP
-//! messages needed are written here by hand.
+//! messages needed go through `qmp`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Value, json};
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::vm::qmp::Qmp;
 
 /// The dump's file name, beside the console log.
 pub const FILE_NAME: &str = "vmcore";
@@ -28,18 +28,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(600);
 /// Has QEMU write the guest's memory into `file` through the QMP monitor on
 /// `socket`; returns once the dump is complete.
 pub fn write(socket: &Path, file: &File, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let stream = UnixStream::connect(socket).with_context(|| format!("connecting to QMP at {}", socket.display()))?;
-    let mut qmp = Qmp {
-        reader: BufReader::new(stream.try_clone()?),
-        writer: stream,
-        deadline,
-    };
-    let greeting = qmp.message()?;
-    if greeting.get("QMP").is_none() {
-        bail!("QMP greeted with {greeting}");
-    }
-    qmp.execute(json!({ "execute": "qmp_capabilities" }))?;
+    let mut qmp = Qmp::connect(socket, timeout)?;
     let target = format!("file:/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
     qmp.execute(json!({
         "execute": "dump-guest-memory",
@@ -49,50 +38,11 @@ pub fn write(socket: &Path, file: &File, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    deadline: Instant,
-}
-
-impl Qmp {
-    /// Sends a command and waits for its answer, skipping events.
-    fn execute(&mut self, command: Value) -> Result<Value> {
-        writeln!(self.writer, "{command}").context("writing to QMP")?;
-        loop {
-            let message = self.message()?;
-            if let Some(value) = message.get("return") {
-                return Ok(value.clone());
-            }
-            if let Some(error) = message.get("error") {
-                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("no description");
-                bail!("QMP error: {desc}");
-            }
-        }
-    }
-
-    /// The next JSON message from QEMU.
-    fn message(&mut self) -> Result<Value> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("QEMU did not answer within {}s", TIMEOUT.as_secs());
-        }
-        self.reader.get_ref().set_read_timeout(Some(left))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(anyhow!("QEMU closed its QMP socket")),
-            Ok(_) => serde_json::from_str(&line).with_context(|| format!("QMP sent {line:?}")),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                bail!("QEMU did not answer within {}s", TIMEOUT.as_secs())
-            }
-            Err(e) => Err(e).context("reading from QMP"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
 
     /// A fake QEMU that greets, answers, and sends an event in between.

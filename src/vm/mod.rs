@@ -22,6 +22,7 @@ pub mod gdb;
 pub mod janitor;
 pub mod kvm;
 pub mod qemu;
+pub mod qmp;
 pub mod splat;
 pub mod virtiofs;
 
@@ -135,6 +136,17 @@ impl VmDir {
     /// Keeps the VM's virtiofs daemons until QEMU is gone.
     pub fn adopt(&mut self, daemons: crate::vm::virtiofs::Daemons) {
         self.daemons = daemons;
+    }
+
+    /// Writes `text` at the start of the kept console log (a warm start
+    /// says where the guest came from).
+    pub fn note_console(&mut self, text: &str) {
+        use std::io::Write;
+        if let Some(log) = &mut self.console_log
+            && let Err(e) = log.write_all(text.as_bytes())
+        {
+            log::debug!("cannot write to the console log: {e}");
+        }
     }
 
     /// Dumps the guest's memory beside `log` if its kernel panics; QEMU

@@ -250,14 +250,17 @@ pub fn kernel_argv(
 pub struct Disk<'a> {
     pub image: &'a Path,
     pub format: Format,
+    /// QEMU's snapshot mode: writes go to a temporary overlay. Off only for
+    /// the overlay a warm start's cold boot writes (`launch::warm`).
+    pub snapshot: bool,
 }
 
 /// The whole argv (without the binary) of an image target. The disk runs
 /// in QEMU's snapshot mode (`snapshot=on`): QEMU opens the image read-only
 /// and sends every write to a temporary qcow2 overlay that it deletes as soon
 /// as it has opened it, so the image stays untouched and nothing is left even
-/// if QEMU is killed. (An overlay made by `qemu-img create -b` would do the
-/// same with one more tool to install and one more file to clean up.)
+/// if QEMU is killed. (A warm start's cold boot runs on an overlay made by
+/// `qemu-img create -b` instead, which becomes part of the saved state.)
 pub fn image_argv(target: &Target, disk: Disk, firmware: &Firmware, paths: &VmPaths, accel: Accel) -> Vec<String> {
     let arch = target.arch.as_str();
     let mut args = machine_args(target, accel);
@@ -277,9 +280,10 @@ pub fn image_argv(target: &Target, disk: Disk, firmware: &Firmware, paths: &VmPa
     }
     args.push("-drive".into());
     args.push(format!(
-        "file={},if=virtio,format={},snapshot=on",
+        "file={},if=virtio,format={}{}",
         escape_path(disk.image),
-        disk.format.name()
+        disk.format.name(),
+        if disk.snapshot { ",snapshot=on" } else { "" }
     ));
     args.extend(console_args(&paths.console_pipe));
     args.extend(serial_ports_args(arch, paths));

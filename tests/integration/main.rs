@@ -22,3 +22,4 @@ mod share;
 mod shell;
 mod suites;
 mod util;
+mod warm;

@@ -134,6 +134,9 @@ pub struct Project {
     pub dir: tempfile::TempDir,
     /// TMPDIR of vmtest's runs: must be empty after each run.
     pub tmp: tempfile::TempDir,
+    /// The image targets' saved states (VMTEST_WARM_DIR): the project's
+    /// own, so tests neither share nor fight over them.
+    pub warm: tempfile::TempDir,
     _lock: Option<VmLock>,
 }
 
@@ -151,7 +154,13 @@ impl Project {
     fn build(lock: Option<VmLock>) -> Project {
         let dir = tempfile::Builder::new().prefix("vmtest-test.").tempdir().unwrap();
         let tmp = tempfile::Builder::new().prefix("vmtest-tmp.").tempdir().unwrap();
-        Project { dir, tmp, _lock: lock }
+        let warm = tempfile::Builder::new().prefix("vmtest-warm.").tempdir().unwrap();
+        Project {
+            dir,
+            tmp,
+            warm,
+            _lock: lock,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -173,6 +182,8 @@ impl Project {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmtest"));
         cmd.current_dir(self.path())
             .env("TMPDIR", self.tmp.path())
+            .env("VMTEST_WARM_DIR", self.warm.path())
+            .env_remove("VMTEST_WARM_MAX")
             .env_remove("RUST_LOG")
             // A CI run on GitHub must not switch the tested vmtest into its
             // GitHub mode or append to the job's real summary.
@@ -248,6 +259,26 @@ impl Project {
             entries.is_empty(),
             "temporary files left behind: {entries:?}\n{outcome}"
         );
+        // Only complete saved states: no staging or trash directories.
+        let partial: Vec<_> = std::fs::read_dir(self.warm.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.'))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "partial saved states left behind: {partial:?}\n{outcome}"
+        );
+    }
+
+    /// The saved states' directories (one per key).
+    pub fn saved_states(&self) -> Vec<PathBuf> {
+        let mut states: Vec<PathBuf> = std::fs::read_dir(self.warm.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        states.sort();
+        states
     }
 }
 
