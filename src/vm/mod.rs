@@ -205,9 +205,10 @@ fn panic_message(lines: &str) -> String {
     let mut message = format!("the guest kernel panicked:\n{}", indent(lines));
     if lines.contains("Unable to mount root fs") {
         message.push_str(
-            "\nthe kernel could not mount vmtest's 9p root: it needs CONFIG_VIRTIO_PCI, CONFIG_NET_9P, \
-             CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS, built in or as modules vmtest can find \
-             (tests/assets/minimal.config lists all it needs)",
+            "\nthe kernel could not mount vmtest's root: over 9p it needs CONFIG_VIRTIO_PCI, \
+             CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS, built in or as modules vmtest can \
+             find (tests/assets/minimal.config lists all it needs); over virtiofs (vm.share) \
+             CONFIG_FUSE_FS and CONFIG_VIRTIO_FS built in (vm.share = \"9p\" keeps the root on 9p)",
         );
     }
     message
