@@ -70,11 +70,5 @@ pub fn sample_results() -> Vec<TargetResult> {
 
 /// A VM's sockets and console pipe under `/run/v`.
 pub fn vm_paths() -> VmPaths {
-    VmPaths {
-        agent_socket: "/run/v/agent.sock".into(),
-        stdin_socket: "/run/v/stdin.sock".into(),
-        stdout_socket: "/run/v/stdout.sock".into(),
-        stderr_socket: "/run/v/stderr.sock".into(),
-        console_pipe: "/run/v/console".into(),
-    }
+    VmPaths::in_dir(std::path::Path::new("/run/v"))
 }

@@ -186,13 +186,7 @@ fn warm_key(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Resu
         mount.host_path = format!("/@mount{index}").into();
     }
     let dir = Path::new("/@dir");
-    let paths = VmPaths {
-        agent_socket: dir.join("agent.sock"),
-        stdin_socket: dir.join("stdin.sock"),
-        stdout_socket: dir.join("stdout.sock"),
-        stderr_socket: dir.join("stderr.sock"),
-        console_pipe: dir.join("console"),
-    };
+    let paths = VmPaths::in_dir(dir);
     let firmware = firmware(&target.vm.bios, inputs.ovmf.as_ref(), &dir.join("OVMF_VARS.fd"));
     let disk = Disk {
         image: Path::new("/@image"),

@@ -166,14 +166,7 @@ impl VmDir {
     }
 
     pub fn paths(&self) -> VmPaths {
-        let p = self.dir.path();
-        VmPaths {
-            agent_socket: p.join("agent.sock"),
-            stdin_socket: p.join("stdin.sock"),
-            stdout_socket: p.join("stdout.sock"),
-            stderr_socket: p.join("stderr.sock"),
-            console_pipe: p.join("console"),
-        }
+        VmPaths::in_dir(self.dir.path())
     }
 }
 

@@ -59,6 +59,19 @@ pub struct VmPaths {
     pub console_pipe: PathBuf,
 }
 
+impl VmPaths {
+    /// The files' places in the private directory `dir`.
+    pub fn in_dir(dir: &Path) -> VmPaths {
+        VmPaths {
+            agent_socket: dir.join("agent.sock"),
+            stdin_socket: dir.join("stdin.sock"),
+            stdout_socket: dir.join("stdout.sock"),
+            stderr_socket: dir.join("stderr.sock"),
+            console_pipe: dir.join("console"),
+        }
+    }
+}
+
 /// The serial console device the guest kernel should write to.
 pub fn console_device(arch: &str) -> &'static str {
     match arch {
