@@ -3,14 +3,16 @@
 //! Checks the disk image (it must exist and be qcow2, or raw with an MBR or
 //! GPT partition table), finds the firmware (SeaBIOS, OVMF under `uefi =
 //! true`, or `vm.bios`), copies OVMF's variable store into the VM's private
-//! directory, and assembles QEMU's argv, the setup steps that mount the 9p
-//! shares inside the guest, and the way the command is started there. The
-//! image's own bootloader, kernel and guest agent do the rest. The user's
-//! image is never written to: QEMU runs the disk in snapshot mode, or (warm
-//! start, `warm`) on a qcow2 overlay in vmtest's cache; with a saved state
-//! for the target, QEMU restores it instead of booting. The result is a
-//! [`Launch`] for the runner; this module neither starts nor waits for
-//! anything.
+//! directory, and assembles QEMU's argv, the setup steps that mount the
+//! shares (9p, or virtiofs falling back to 9p) inside the guest, and the way
+//! the command is started there. The image's own bootloader, kernel and
+//! guest agent do the rest. The user's image is never written to: QEMU runs
+//! the disk in snapshot mode, or (warm start, `warm`) on a qcow2 overlay in
+//! vmtest's cache; with a saved state for the target, QEMU restores it
+//! instead of booting. A VM that is saved or restored gets its virtiofs
+//! devices plugged in afterwards (they block migration): its argv holds the
+//! shared RAM and empty ports for them. The result is a [`Launch`] for the
+//! runner; this module neither starts nor waits for anything.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,7 @@ use crate::launch::warm::{self, Warm};
 use crate::launch::{Boot, Helper, SetupStep};
 use crate::vm::VmDir;
 use crate::vm::qemu::{self, Accel, Disk, Firmware, Format, VmPaths};
+use crate::vm::virtiofs;
 
 /// OVMF as installed on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +73,16 @@ pub fn prepare(
     warm_start: bool,
     transport: &Transport,
 ) -> Result<Boot> {
+    // Present in the saved state's argv as in every run restoring it.
+    let plugged_args = match transport {
+        Transport::Virtiofs(_) => plugged_args(target),
+        Transport::NineP => Vec::new(),
+    };
     let mut warm = match warm_start {
-        true => plan_warm(target, &inputs, qemu, accel),
+        true => plan_warm(target, &inputs, qemu, accel, &plugged_args),
         false => None,
     };
+    let plugged = warm.is_some() && !plugged_args.is_empty();
     let private_vars = dir.path().join("OVMF_VARS.fd");
     let firmware = firmware(&target.vm.bios, inputs.ovmf.as_ref(), &private_vars);
     if let (None, Some(Ovmf::Split { vars, .. })) = (&target.vm.bios, &inputs.ovmf) {
@@ -114,13 +123,24 @@ pub fn prepare(
         }
     };
     let mut args = qemu::image_argv(target, disk, &firmware, &dir.paths(), accel);
-    let setup = match transport {
-        Transport::NineP => setup_steps(&target.vm.mounts),
-        Transport::Virtiofs(_) => share::virtiofs_setup(setup_steps(&target.vm.mounts), &target.vm.mounts),
+    let ninep = setup_steps(&target.vm.mounts);
+    let (setup, ninep_fallback) = match (transport, plugged) {
+        (Transport::NineP, _) => (ninep, None),
+        (Transport::Virtiofs(_), false) => (share::virtiofs_setup(ninep, &target.vm.mounts, false), None),
+        (Transport::Virtiofs(_), true) => {
+            args.extend(plugged_args);
+            (
+                share::virtiofs_setup(ninep.clone(), &target.vm.mounts, true),
+                Some(ninep),
+            )
+        }
     };
     match &mut warm {
         Some(Warm::Save(staging)) => args.extend(staging.save_args(&dir.qmp_socket(), &dir.path().join("run.qcow2"))),
         Some(Warm::Restore(entry)) => {
+            if plugged {
+                args.extend(qemu::qmp_args(&dir.qmp_socket()));
+            }
             args.extend(entry.incoming_args());
             entry.touch();
             dir.note_console(&format!(
@@ -139,7 +159,16 @@ pub fn prepare(
         workdir: crate::guest::workdir_in_share(target),
         env: target_env_only(target),
         warm,
+        ninep_fallback,
     })
+}
+
+/// What a VM whose virtiofs devices are plugged in later needs from the
+/// start: shared RAM, and an empty port for each shared directory.
+fn plugged_args(target: &Target) -> Vec<String> {
+    let mut args = virtiofs::memory_args(&target.vm.memory);
+    args.extend(virtiofs::hotplug_ports(1 + target.vm.mounts.len()));
+    args
 }
 
 /// The firmware of a run whose OVMF variables are copied to `private_vars`.
@@ -158,9 +187,9 @@ fn firmware(bios: &Option<PathBuf>, ovmf: Option<&Ovmf>, private_vars: &Path) ->
 /// The saved state for this target, or a staging directory to save one
 /// into (with the cold boot's overlay created); `None`, with a warning in
 /// the log, when the cache cannot be used.
-fn plan_warm(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Option<Warm> {
+fn plan_warm(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel, extra: &[String]) -> Option<Warm> {
     let cache = warm::Cache::open()?;
-    let result = warm_key(target, inputs, qemu, accel).and_then(|key| cache.plan(&key));
+    let result = warm_key(target, inputs, qemu, accel, extra).and_then(|key| cache.plan(&key));
     let result = result.and_then(|plan| {
         if let Warm::Save(staging) = &plan {
             staging.create_overlay(qemu, &inputs.image, inputs.format.name())?;
@@ -178,8 +207,9 @@ fn plan_warm(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Opt
 
 /// The key of the target's saved state: its argv with every per-run path
 /// (private directory, shares, image, OVMF variables) replaced by a
-/// placeholder, and the identity of QEMU, the image and the firmware.
-fn warm_key(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Result<String> {
+/// placeholder, `extra` arguments (without paths) that every run adds, and
+/// the identity of QEMU, the image and the firmware.
+fn warm_key(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel, extra: &[String]) -> Result<String> {
     let mut shape = target.clone();
     shape.share_dir = "/@share".into();
     for (index, mount) in shape.vm.mounts.iter_mut().enumerate() {
@@ -193,7 +223,8 @@ fn warm_key(target: &Target, inputs: &Inputs, qemu: &Path, accel: Accel) -> Resu
         format: inputs.format,
         snapshot: true,
     };
-    let argv = qemu::image_argv(&shape, disk, &firmware, &paths, accel);
+    let mut argv = qemu::image_argv(&shape, disk, &firmware, &paths, accel);
+    argv.extend_from_slice(extra);
     let mut files: Vec<&Path> = target.vm.bios.iter().map(PathBuf::as_path).collect();
     match &inputs.ovmf {
         Some(Ovmf::Split { code, vars }) => files.extend([code.as_path(), vars.as_path()]),

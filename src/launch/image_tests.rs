@@ -335,7 +335,7 @@ fn the_warm_key_ignores_host_paths_but_not_the_machine() {
     let key = |extra: &str, share: &str| {
         let mut t = target(extra);
         t.share_dir = share.into();
-        warm_key(&t, &inputs(None), &qemu, Accel::Tcg).unwrap()
+        warm_key(&t, &inputs(None), &qemu, Accel::Tcg, &[]).unwrap()
     };
     let mount = |host: &str| format!("[target.vm.mounts.\"/data\"]\nhost_path = \"{host}\"\n");
     let base = key("", "/proj");
@@ -348,7 +348,10 @@ fn the_warm_key_ignores_host_paths_but_not_the_machine() {
     assert_eq!(key(&mount("/srv/b"), "/proj"), with_mount);
     let mut t = target("");
     t.share_dir = "/proj".into();
-    assert_ne!(warm_key(&t, &inputs(None), &qemu, Accel::Kvm).unwrap(), base);
+    assert_ne!(warm_key(&t, &inputs(None), &qemu, Accel::Kvm, &[]).unwrap(), base);
     let ovmf = Ovmf::Combined(qemu.clone());
-    assert_ne!(warm_key(&t, &inputs(Some(ovmf)), &qemu, Accel::Tcg).unwrap(), base);
+    assert_ne!(warm_key(&t, &inputs(Some(ovmf)), &qemu, Accel::Tcg, &[]).unwrap(), base);
+    // A state saved without the ports for virtiofs is not restored with them.
+    let plugged = plugged_args(&t);
+    assert_ne!(warm_key(&t, &inputs(None), &qemu, Accel::Tcg, &plugged).unwrap(), base);
 }

@@ -133,6 +133,7 @@ pub fn prepare(
         workdir: guest_workdir(target, rootfs),
         env: host_env_and_target(target),
         warm: None,
+        ninep_fallback: None,
     })
 }
 

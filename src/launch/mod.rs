@@ -80,6 +80,9 @@ pub struct Boot {
     pub env: Vec<String>,
     /// An image target's warm start (`warm`).
     pub warm: Option<warm::Warm>,
+    /// With virtiofs devices plugged in once the VM runs: the 9p mounts to
+    /// run instead of `setup` if plugging them in fails.
+    pub ninep_fallback: Option<Vec<SetupStep>>,
 }
 
 /// Everything needed to start a target's VM and run its command.
@@ -100,6 +103,20 @@ pub struct Launch {
     /// An image target's warm start: save the state once the agent
     /// answers, or the state QEMU restores (`warm`).
     pub warm: Option<warm::Warm>,
+    /// virtiofs devices to plug in before `setup` (a warm start's image,
+    /// whose saved state cannot hold them).
+    pub plug: Option<Plug>,
+}
+
+/// virtiofs devices plugged into a running VM through QMP.
+pub struct Plug {
+    /// QEMU's QMP socket.
+    pub qmp: PathBuf,
+    /// `chardev-add` and `device_add` of each device.
+    pub commands: Vec<serde_json::Value>,
+    /// The setup steps to run instead if they cannot be plugged in: the
+    /// same mounts over 9p.
+    pub fallback: Vec<SetupStep>,
 }
 
 /// Checks what a target needs on the host: its kernel or image, rootfs,
@@ -172,28 +189,35 @@ pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel, war
         Inputs::Kernel(inputs) => Some(inputs.virtiofs_support()),
         Inputs::Image(_) => None,
     };
-    // virtiofs (vhost-user) blocks migration: an image that may start warm
-    // shares over 9p unless vm.share asks for virtiofs, which then turns
-    // warm start off.
-    let transport = match warm && target.vm.share == share::Mode::Auto {
-        true => share::Transport::NineP,
-        false => share::choose(target, crate::vm::virtiofs::find_daemon(), support.as_ref())?,
-    };
-    let warm = warm && matches!(transport, share::Transport::NineP);
+    let transport = share::choose(target, crate::vm::virtiofs::find_daemon(), support.as_ref())?;
     let boot = match inputs {
         Inputs::Kernel(inputs) => kernel::prepare(target, inputs, &dir, &marker, accel, &transport)?,
         Inputs::Image(inputs) => image::prepare(target, inputs, &mut dir, accel, &qemu, warm, &transport)?,
     };
     let mut args = boot.args;
+    let mut plug = None;
     if let share::Transport::Virtiofs(daemon) = &transport {
         let root = match &target.kind {
             Kind::Kernel { rootfs, .. } => Some((rootfs.as_path(), !qemu::root_read_only(target))),
             Kind::Image { .. } => None,
         };
         let exports = share::exports(target, root);
-        let (daemons, device_args) = share::start(daemon, &exports, dir.path(), &target.vm.memory)?;
+        let daemons = share::start(daemon, &exports, dir.path())?;
+        match boot.ninep_fallback {
+            // Plugged in once the VM runs (a warm start's image).
+            Some(fallback) => {
+                plug = Some(Plug {
+                    qmp: dir.qmp_socket(),
+                    commands: daemons.hotplug(),
+                    fallback,
+                })
+            }
+            None => {
+                args.extend(crate::vm::virtiofs::memory_args(&target.vm.memory));
+                args.extend(daemons.device_args());
+            }
+        }
         dir.adopt(daemons);
-        args.extend(device_args);
     }
     if interactive {
         args.extend(qemu::shell_console_args(&dir.shell_socket()));
@@ -226,6 +250,7 @@ pub fn prepare(target: &Target, inputs: Inputs, qemu: PathBuf, accel: Accel, war
         interactive,
         gdb_hint,
         warm: boot.warm,
+        plug,
     })
 }
 

@@ -163,11 +163,11 @@ pub fn exports(target: &Target, root: Option<(&Path, bool)>) -> Vec<Export> {
     root.into_iter().chain([share]).chain(mounts).collect()
 }
 
-/// Starts the daemons of `exports` (sockets in `dir`) and returns them with
-/// QEMU's arguments. The 9p devices stay in QEMU's argv beside them: an
-/// image's guest falls back to them, and unused they cost nothing.
-pub fn start(daemon: &Path, exports: &[Export], dir: &Path, memory: &str) -> Result<(Daemons, Vec<String>)> {
-    Daemons::start(daemon, exports, dir, memory)
+/// Starts the daemons of `exports` (sockets in `dir`). The 9p devices stay
+/// in QEMU's argv beside theirs: an image's guest falls back to them, and
+/// unused they cost nothing.
+pub fn start(daemon: &Path, exports: &[Export], dir: &Path) -> Result<Daemons> {
+    Daemons::start(daemon, exports, dir)
 }
 
 /// The kernel command line with the root on virtiofs instead of 9p.
@@ -206,10 +206,16 @@ fn mode_word(options: &str) -> &'static str {
 /// virtiofs and used 9p instead.
 pub const FALLBACK_WORD: &str = "vmtest-share-fell-back-to-9p";
 
+/// How long an image's guest waits for a device plugged in after the boot
+/// (see `image.rs`) to appear before it falls back to 9p. It takes well
+/// under a second under TCG.
+const PLUGGED_WAIT_SECS: u32 = 15;
+
 /// An image's mount steps over virtiofs: each tries virtiofs (loading the
-/// module first) and, if the guest cannot, prints [`FALLBACK_WORD`] and runs
-/// the 9p step it replaces.
-pub fn virtiofs_setup(ninep: Vec<SetupStep>, mounts: &[Mount]) -> Vec<SetupStep> {
+/// module first; with `plugged` devices, until the device has appeared) and,
+/// if the guest cannot, prints [`FALLBACK_WORD`] and runs the 9p step it
+/// replaces.
+pub fn virtiofs_setup(ninep: Vec<SetupStep>, mounts: &[Mount], plugged: bool) -> Vec<SetupStep> {
     let targets = std::iter::once((SHARE_TAG.to_string(), crate::guest::GUEST_SHARE.to_string(), true)).chain(
         mounts
             .iter()
@@ -223,9 +229,18 @@ pub fn virtiofs_setup(ninep: Vec<SetupStep>, mounts: &[Mount]) -> Vec<SetupStep>
             let ninep_script = step.args.last().cloned().unwrap_or_default();
             let mode = if writable { "rw" } else { "ro" };
             let guest = shell_quote(&guest);
+            let mount = format!("mount -t virtiofs -o {mode} {tag} {guest}");
+            let mount = match plugged {
+                false => mount,
+                true => format!(
+                    "{{ ok=; t=$(($(date +%s) + {PLUGGED_WAIT_SECS})); while :; do \
+                     if {mount} 2>/dev/null; then ok=1; break; fi; \
+                     [ \"$(date +%s)\" -lt \"$t\" ] || break; sleep 0.05; done; [ -n \"$ok\" ]; }}"
+                ),
+            };
             let script = format!(
                 "modprobe -q virtiofs 2>/dev/null; mkdir -p {guest} && \
-                 if grep -qw virtiofs /proc/filesystems && mount -t virtiofs -o {mode} {tag} {guest}; then :; \
+                 if grep -qw virtiofs /proc/filesystems && {mount}; then :; \
                  else echo {FALLBACK_WORD}\n{ninep_script}\nfi"
             );
             SetupStep {
@@ -370,7 +385,7 @@ mod tests {
             host_path: "/srv/data".into(),
             writable: false,
         }];
-        let steps = virtiofs_setup(crate::launch::image::setup_steps(&mounts), &mounts);
+        let steps = virtiofs_setup(crate::launch::image::setup_steps(&mounts), &mounts, false);
         assert_eq!(steps.len(), 2);
         let script = &steps[1].args[1];
         assert!(
@@ -384,5 +399,30 @@ mod tests {
         let mut noted = false;
         note_setup_output("t", b"vmtest-share-fell-back-to-9p\n", &mut noted);
         assert!(noted);
+    }
+
+    /// The plugged-in device's mount is retried until it works, run by the
+    /// host's `sh` with stand-ins for the guest's commands (`mount` works on
+    /// its third call).
+    #[test]
+    fn a_plugged_device_is_waited_for_then_mounted() {
+        let steps = virtiofs_setup(crate::launch::image::setup_steps(&[]), &[], true);
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let prelude = format!(
+            "modprobe() {{ :; }}; mkdir() {{ :; }}; grep() {{ :; }}; \
+             mount() {{ echo \"$*\" >> '{0}'; [ $(wc -l < '{0}') -ge 3 ]; }}\n",
+            calls.display()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{prelude}{}", steps[0].args[1])])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "it fell back");
+        let calls = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            ["-t virtiofs -o rw vmtest_share /mnt/vmtest"; 3]
+        );
     }
 }

@@ -329,7 +329,14 @@ impl<'t, 'e> TargetRun<'t, 'e> {
             launch.extra_dirs,
             launch.interactive,
         )?;
-        let mut result = self.drive(&mut vm, &launch.setup, &launch.command, launch.accel, launch.warm);
+        let mut result = self.drive(
+            &mut vm,
+            &launch.setup,
+            &launch.command,
+            launch.accel,
+            launch.warm,
+            launch.plug,
+        );
         if result.is_err() && interrupt::received().is_none() {
             // A broken socket usually means QEMU is exiting (a panic, a
             // crash): that is the error worth reporting.
@@ -351,6 +358,7 @@ impl<'t, 'e> TargetRun<'t, 'e> {
         command: &launch::GuestCommand,
         accel: Accel,
         warm: Option<Warm>,
+        plug: Option<launch::Plug>,
     ) -> Result<Outcome> {
         let channels = vm.take_channels().context("the VM's channels are gone")?;
         let restoring = matches!(warm, Some(Warm::Restore(_)));
@@ -362,6 +370,10 @@ impl<'t, 'e> TargetRun<'t, 'e> {
                 if let Warm::Save(staging) = warm {
                     self.save(&mut agent, staging);
                 }
+                let setup = match &plug {
+                    Some(plug) => self.plug(plug, setup),
+                    None => setup,
+                };
                 // A restored or paused guest's clock is behind.
                 self.set_up(&mut agent, &warm::with_clock(setup, std::time::SystemTime::now()))?;
             }
@@ -424,6 +436,21 @@ impl<'t, 'e> TargetRun<'t, 'e> {
                 "target '{}': could not save the VM's state for a warm start: {e:#}",
                 self.target.name
             )),
+        }
+    }
+
+    /// Plugs the VM's virtiofs devices in and returns the setup steps that
+    /// mount them, or if that fails (one info line says why), the 9p ones.
+    fn plug<'a>(&self, plug: &'a launch::Plug, setup: &'a [launch::SetupStep]) -> &'a [launch::SetupStep] {
+        match crate::vm::virtiofs::plug(&plug.qmp, &plug.commands) {
+            Ok(()) => setup,
+            Err(e) => {
+                log::info!(
+                    "target '{}': sharing directories over 9p: plugging in the virtiofs devices failed: {e:#}",
+                    self.target.name
+                );
+                &plug.fallback
+            }
         }
     }
 

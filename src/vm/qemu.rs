@@ -199,16 +199,22 @@ pub fn console_args(pipe: &Path) -> Vec<String> {
     ]
 }
 
+/// QEMU's QMP monitor, listening on `socket` (vmtest connects when it
+/// needs to: a crash dump, a warm start's save, devices plugged in).
+pub fn qmp_args(socket: &Path) -> Vec<String> {
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", escape_path(socket)),
+    ]
+}
+
 /// What a crash dump needs: QEMU's QMP monitor, listening on `socket`, and
 /// where the machine has fw_cfg (all but s390x), the `vmcoreinfo` device,
 /// through which a kernel with CONFIG_FW_CFG_SYSFS and CONFIG_KEXEC (or
 /// CRASH_CORE) tells the dump where its structures are (drgn and crash
 /// need that note).
 pub fn dump_args(arch: &str, socket: &Path) -> Vec<String> {
-    let mut args = vec![
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", escape_path(socket)),
-    ];
+    let mut args = qmp_args(socket);
     if arch != "s390x" {
         args.extend(["-device".into(), "vmcoreinfo".into()]);
     }

@@ -1,5 +1,6 @@
 //! The few QMP messages vmtest sends to a running QEMU: a crash dump
-//! (`dump`) and a warm start's save (`launch::warm`), written by hand.
+//! (`dump`), a warm start's save (`launch::warm`) and the virtiofs devices
+//! plugged in after it (`virtiofs`), written by hand.
 //!
 //! [`Qmp`] connects to QEMU's monitor socket, checks the greeting, enters
 //! command mode, and sends one command at a time, skipping events, under one

@@ -5,8 +5,12 @@
 //! `vhost-user-fs` devices and shared guest RAM with pure functions, and
 //! owns the running daemons ([`Daemons`]): one per shared directory, handed
 //! a socket vmtest already listens on, told to die with vmtest, registered
-//! with the janitor, and stopped and reaped on drop. Which directories go
-//! over virtiofs, and whether at all, is `share.rs`'s decision.
+//! with the janitor, and stopped and reaped on drop. The devices are either
+//! in QEMU's argv or, for a VM whose state is saved or restored (vhost-user
+//! devices block migration), plugged in through QMP afterwards into PCIe
+//! root ports the argv holds ([`hotplug_ports`], [`Daemons::hotplug`]).
+//! Which directories go over virtiofs, and whether at all, is `share.rs`'s
+//! decision.
 
 use std::ffi::OsString;
 use std::fs;
@@ -18,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde_json::{Value, json};
 
 /// The environment variable that names the daemon, or (`none`) turns
 /// virtiofs off.
@@ -98,12 +103,69 @@ pub fn memory_args(memory: &str) -> Vec<String> {
 
 /// QEMU's device for one export, connected to its daemon's socket.
 pub fn device_args(export: &Export, socket: &Path) -> Vec<String> {
-    let id = format!("fs_{}", export.tag);
+    let id = chardev_id(export);
     vec![
         "-chardev".into(),
         format!("socket,id={id},path={}", socket.to_string_lossy().replace(',', ",,")),
         "-device".into(),
         format!("vhost-user-fs-pci,queue-size=1024,chardev={id},tag={}", export.tag),
+    ]
+}
+
+fn chardev_id(export: &Export) -> String {
+    format!("fs_{}", export.tag)
+}
+
+/// The id of the `index`th root port [`hotplug_ports`] adds.
+fn port_id(index: usize) -> String {
+    format!("vmtest_hp{index}")
+}
+
+/// `count` empty PCIe root ports for devices plugged in later (a PCIe
+/// machine plugs devices into ports, not into its root bus). Their chassis
+/// numbers start high, away from ports the user's `extra_args` may add.
+pub fn hotplug_ports(count: usize) -> Vec<String> {
+    (0..count)
+        .flat_map(|i| {
+            [
+                "-device".into(),
+                format!("pcie-root-port,id={},chassis={}", port_id(i), 200 + i),
+            ]
+        })
+        .collect()
+}
+
+/// How long QEMU gets to plug the devices in.
+const PLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `commands` ([`Daemons::hotplug`]) to the QMP monitor on `socket`.
+pub fn plug(socket: &Path, commands: &[Value]) -> Result<()> {
+    let mut qmp = crate::vm::qmp::Qmp::connect(socket, PLUG_TIMEOUT)?;
+    for command in commands {
+        qmp.execute(command.clone())?;
+    }
+    Ok(())
+}
+
+/// `chardev-add` and `device_add` of one export's device into `port`.
+fn hotplug_commands(export: &Export, socket: &Path, port: &str) -> [Value; 2] {
+    let id = chardev_id(export);
+    [
+        json!({ "execute": "chardev-add", "arguments": {
+            "id": id,
+            "backend": { "type": "socket", "data": {
+                "addr": { "type": "unix", "data": { "path": socket } },
+                "server": false,
+            } },
+        } }),
+        json!({ "execute": "device_add", "arguments": {
+            "driver": "vhost-user-fs-pci",
+            "id": format!("dev_{id}"),
+            "bus": port,
+            "chardev": id,
+            "tag": export.tag,
+            "queue-size": 1024,
+        } }),
     ]
 }
 
@@ -117,6 +179,8 @@ pub fn socket_path(dir: &Path, export: &Export) -> PathBuf {
 pub struct Daemons {
     /// Each daemon with its export's tag and its stderr log.
     children: Vec<(String, Child, PathBuf)>,
+    /// Each export with the socket its daemon listens on.
+    sockets: Vec<(Export, PathBuf)>,
 }
 
 impl std::fmt::Debug for Daemons {
@@ -127,11 +191,9 @@ impl std::fmt::Debug for Daemons {
 }
 
 impl Daemons {
-    /// Starts `daemon` for each export, listening on a socket in `dir`, and
-    /// returns QEMU's arguments for them (the shared RAM included).
-    pub fn start(daemon: &Path, exports: &[Export], dir: &Path, memory: &str) -> Result<(Daemons, Vec<String>)> {
+    /// Starts `daemon` for each export, listening on a socket in `dir`.
+    pub fn start(daemon: &Path, exports: &[Export], dir: &Path) -> Result<Daemons> {
         let mut daemons = Daemons::default();
-        let mut args = memory_args(memory);
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
         for export in exports {
@@ -164,9 +226,27 @@ impl Daemons {
             daemons.children.push((export.tag.clone(), child, log_path));
             // Our copy of the listener closes here: if the daemon dies,
             // QEMU's connection is refused instead of waiting for it.
-            args.extend(device_args(export, &socket));
+            daemons.sockets.push((export.clone(), socket));
         }
-        Ok((daemons, args))
+        Ok(daemons)
+    }
+
+    /// QEMU's arguments for the devices, in the order of the exports.
+    pub fn device_args(&self) -> Vec<String> {
+        self.sockets
+            .iter()
+            .flat_map(|(export, socket)| device_args(export, socket))
+            .collect()
+    }
+
+    /// The QMP commands that plug the devices into the ports of
+    /// [`hotplug_ports`] (one each, in the order of the exports).
+    pub fn hotplug(&self) -> Vec<Value> {
+        self.sockets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (export, socket))| hotplug_commands(export, socket, &port_id(i)))
+            .collect()
     }
 
     /// Whether any daemon has exited, and if so a line saying so with the
@@ -290,6 +370,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hotplug_plugs_each_export_into_its_own_port() {
+        assert_eq!(
+            hotplug_ports(2),
+            [
+                "-device",
+                "pcie-root-port,id=vmtest_hp0,chassis=200",
+                "-device",
+                "pcie-root-port,id=vmtest_hp1,chassis=201"
+            ]
+        );
+        let [chardev, device] = hotplug_commands(&export(true), Path::new("/t/a,b.sock"), "vmtest_hp1");
+        assert_eq!(
+            chardev,
+            json!({ "execute": "chardev-add", "arguments": { "id": "fs_vmtest_root", "backend": {
+                "type": "socket",
+                "data": { "addr": { "type": "unix", "data": { "path": "/t/a,b.sock" } }, "server": false },
+            } } })
+        );
+        assert_eq!(
+            device,
+            json!({ "execute": "device_add", "arguments": {
+                "driver": "vhost-user-fs-pci", "id": "dev_fs_vmtest_root", "bus": "vmtest_hp1",
+                "chardev": "fs_vmtest_root", "tag": "vmtest_root", "queue-size": 1024,
+            } })
+        );
+    }
+
     /// A stand-in daemon: a shell script.
     fn fake_daemon(dir: &Path, script: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
@@ -304,8 +412,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let exports = [export(true)];
         let dying = fake_daemon(dir.path(), "echo \"error: bad option $1\" >&2; exit 3");
-        let (mut daemons, args) = Daemons::start(&dying, &exports, dir.path(), "1G").unwrap();
-        assert_eq!(args[..4], memory_args("1G"));
+        let mut daemons = Daemons::start(&dying, &exports, dir.path()).unwrap();
+        assert_eq!(
+            daemons.device_args(),
+            device_args(&exports[0], &socket_path(dir.path(), &exports[0]))
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         let said = loop {
             if let Some(said) = daemons.check() {
@@ -322,7 +433,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let running = fake_daemon(dir.path(), "exec sleep 100");
-        let (mut daemons, _) = Daemons::start(&running, &exports, dir.path(), "1G").unwrap();
+        let mut daemons = Daemons::start(&running, &exports, dir.path()).unwrap();
         let pid = daemons.children[0].1.id();
         assert_eq!(daemons.check(), None);
         let started = Instant::now();

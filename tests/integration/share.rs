@@ -1,7 +1,8 @@
 //! The shared directories over virtiofs (`vm.share`, issue 13) on real QEMU
 //! with the test kernel, an image and the virtiofsd from
 //! tests/assets/build-virtiofsd.sh: local-filesystem semantics, coherence
-//! with the host between and during runs, read-only stays read-only, the
+//! with the host between and during runs, read-only stays read-only, an
+//! image's devices plugged in after its state is saved or restored, the
 //! fallback to 9p, and no daemon left behind, even after SIGKILL.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -189,7 +190,7 @@ fn sigkill_of_vmtest_leaves_no_virtiofsd() {
 }
 
 #[test]
-fn an_image_mounts_the_project_over_virtiofs() {
+fn an_image_mounts_the_project_over_virtiofs_cold_and_warm() {
     let Some(images) = test_images() else { return };
     let Some(daemon) = virtiofsd() else { return };
     let project = Project::for_vms();
@@ -210,6 +211,23 @@ fn an_image_mounts_the_project_over_virtiofs() {
     assert_eq!(
         out.command_stdout(),
         format!("/mnt/vmtest virtiofs\nfrom the host\n{sum}\n"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("over 9p"), "{out}");
+
+    // The first run saved the VM's state before plugging the device in
+    // (QEMU cannot save a VM with one); this one restores it, then plugs.
+    project.write("host.txt", "changed on the host\n");
+    let out = project.run(&mut cmd);
+    out.assert_code(0);
+    let log = std::fs::read_to_string(project.path().join(".vmtest/image/console.log")).unwrap();
+    assert!(
+        log.starts_with("vmtest: warm start:"),
+        "booted, not restored: {log}\n{out}"
+    );
+    assert!(
+        out.command_stdout()
+            .starts_with("/mnt/vmtest virtiofs\nchanged on the host\n"),
         "{out}"
     );
     assert!(!out.stderr.contains("over 9p"), "{out}");

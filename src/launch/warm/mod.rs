@@ -199,15 +199,9 @@ impl Staging {
     pub fn save_args(&mut self, qmp_socket: &Path, run_disk: &Path) -> Vec<String> {
         self.qmp = qmp_socket.to_path_buf();
         self.run_disk = run_disk.to_path_buf();
-        vec![
-            "-qmp".into(),
-            format!(
-                "unix:{},server=on,wait=off",
-                qmp_socket.to_string_lossy().replace(',', ",,")
-            ),
-            "-global".into(),
-            "migration.store-global-state=off".into(),
-        ]
+        let mut args = crate::vm::qemu::qmp_args(qmp_socket);
+        args.extend(["-global".into(), "migration.store-global-state=off".into()]);
+        args
     }
 
     /// Saves the running VM: stops it, sends its further disk writes to a
@@ -278,16 +272,16 @@ impl Staging {
 }
 
 /// Run in the guest just before its state is saved, so that every warm run
-/// starts with it done: load the 9p modules (loading mounts nothing, so
-/// migration is not blocked) and read bash into the page cache. Under TCG
-/// each costs seconds of the setup otherwise.
+/// starts with it done: load the 9p and virtiofs modules (loading mounts
+/// nothing, so migration is not blocked) and read bash into the page cache.
+/// Under TCG each costs seconds of the setup otherwise.
 pub fn warm_up() -> SetupStep {
     SetupStep {
         what: "preparing the guest for saving".into(),
         path: "/bin/sh".into(),
         args: vec![
             "-c".into(),
-            "modprobe -q 9p; modprobe -q 9pnet_virtio; bash -c true; true".into(),
+            "modprobe -q 9p; modprobe -q 9pnet_virtio; modprobe -q virtiofs; bash -c true; true".into(),
         ],
     }
 }
