@@ -1,7 +1,7 @@
 //! Kernel developers' features on the test kernel, with real kernel events
 //! provoked through LKDTM (`/sys/kernel/debug/provoke-crash/DIRECT`): a
-//! splat fails a passing command unless allowlisted or only warned about,
-//! gdb attaches to QEMU's stub and stops on a kernel function, and a panic
+//! splat fails a passing command unless allowlisted or only warned about, a
+//! soft lockup is named, gdb attaches to QEMU's stub and stops on a kernel function, and a panic
 //! leaves an ELF vmcore of the guest's memory.
 
 use std::path::Path;
@@ -72,6 +72,33 @@ fn a_warning_under_warn_passes_with_a_warning() {
         .assert_stdout_contains("--- PASS bzImage (")
         .assert_stderr_contains("vmtest: warning: target 'bzImage': the kernel reported a splat:\n  WARNING: CPU: ")
         .assert_stderr_contains("(console log: ");
+}
+
+/// LKDTM's SOFTLOCKUP spins forever with preemption off in the task that
+/// writes it, so the command never ends and the target times out; the
+/// lockup, reported meanwhile, is named in a warning. Under emulation a
+/// lockup is only a warning (an emulated CPU can stall on a busy host), so
+/// the run is forced onto TCG, where the outcome is the same whatever the
+/// host's KVM. (The command cannot go on beside the lockup: with a CPU that
+/// never schedules, the guest agent and RCU soon wait for it too.)
+#[test]
+fn a_soft_lockup_is_named_when_the_target_times_out() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let project = Project::for_vms();
+    let command = format!("echo SOFTLOCKUP > {PROVOKE}");
+    let out = project.run(
+        project
+            .vmtest()
+            .env("VMTEST_ACCEL", "tcg")
+            .arg("-k")
+            .arg(&kernel)
+            // Reported after 2 s instead of 20.
+            .args(["--kargs", "watchdog_thresh=1", "--timeout", "20", &command]),
+    );
+    out.assert_code(124)
+        .assert_stderr_contains("watchdog: BUG: soft lockup - CPU#")
+        .assert_stderr_contains("lkdtm_SOFTLOCKUP+")
+        .assert_stderr_contains("(a stall or lockup under emulation: a warning, not a failure)");
 }
 
 #[test]
