@@ -389,7 +389,10 @@ pub fn init_script(plan: &InitPlan) -> String {
 /// the command, with its output through two `cat` relays into the ports, and
 /// leaves with the command's status (re-raising a fatal signal, so the agent
 /// reports it as one) once the relays are done, or 2 s after the command
-/// exited if a background process keeps its output open.
+/// exited if a background process keeps its output open (or the relays are
+/// slow). The end marker goes after the output: into a relay's own pipe
+/// (through `/proc/PID/fd/0`) while the relay runs, so it follows whatever
+/// the relay has still to copy, else straight into the port.
 pub fn wrapper_script() -> String {
     format!(
         r#"i=/dev/null o= e=
@@ -413,8 +416,8 @@ for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
   {{ kill -0 "$p5" || kill -0 "$p6"; }} 2>/dev/null || break
   read -r -t 0.1 -u 7
 done
-printf %s "$2" >&3
-printf %s "$2" >&4
+{{ printf %s "$2" >"/proc/$p5/fd/0"; }} 2>/dev/null || printf %s "$2" >&3
+{{ printf %s "$2" >"/proc/$p6/fd/0"; }} 2>/dev/null || printf %s "$2" >&4
 case $((rc - 128)) in 1|2|3|4|6|7|8|9|10|11|12|13|14|15|16|24|25|26|27|29|30|31) exec 3>&- 4>&-; trap - "$((rc - 128))"; kill -"$((rc - 128))" $$ ;; esac
 exit "$rc"
 "#
