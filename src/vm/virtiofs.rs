@@ -106,7 +106,7 @@ pub fn device_args(export: &Export, socket: &Path) -> Vec<String> {
     let id = chardev_id(export);
     vec![
         "-chardev".into(),
-        format!("socket,id={id},path={}", socket.to_string_lossy().replace(',', ",,")),
+        format!("socket,id={id},path={}", crate::vm::qemu::escape_path(socket)),
         "-device".into(),
         format!("vhost-user-fs-pci,queue-size=1024,chardev={id},tag={}", export.tag),
     ]
