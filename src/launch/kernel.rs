@@ -112,7 +112,7 @@ pub fn prepare(
     }
     let virtiofs = matches!(transport, Transport::Virtiofs(_));
     if virtiofs {
-        share::virtiofs_plan(&mut plan, &target.vm.mounts);
+        share::virtiofs_plan(&mut plan, &target.vm.mounts, share::project_mount(target, rootfs));
     }
     let (init, extra_dirs) = write_init(dir, rootfs, &plan, &target.arch)?;
     let (kernel_args, init_args) = debugging_args(target, kernel_args.as_deref(), init.init_args.as_deref());

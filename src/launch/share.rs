@@ -143,22 +143,29 @@ pub fn kernel_support(kernel: &Path, release: Option<&str>, rootfs: &Path, modul
 }
 
 /// The directories a target shares: a kernel target's root (`Some`, with
-/// whether it is writable), `/mnt/vmtest`, and the `vm.mounts`.
+/// whether it is writable), `/mnt/vmtest`, and the `vm.mounts`. The root
+/// keeps its cache for the whole run (programs and libraries are read once,
+/// not at every exec) unless it is the project directory itself; the
+/// project directory is then seen through `/mnt/vmtest`'s coherent export
+/// (see [`project_mount`]), as are the `vm.mounts`.
 pub fn exports(target: &Target, root: Option<(&Path, bool)>) -> Vec<Export> {
     let root = root.map(|(path, writable)| Export {
         tag: ROOT_TAG.into(),
         host_path: path.into(),
         writable,
+        cached: path != target.share_dir,
     });
     let share = Export {
         tag: SHARE_TAG.into(),
         host_path: target.share_dir.clone(),
         writable: true,
+        cached: false,
     };
     let mounts = target.vm.mounts.iter().enumerate().map(|(i, m)| Export {
         tag: mount_tag(i),
         host_path: m.host_path.clone(),
         writable: m.writable,
+        cached: false,
     });
     root.into_iter().chain([share]).chain(mounts).collect()
 }
@@ -176,8 +183,10 @@ pub fn virtiofs_cmdline(cmdline: &str) -> String {
 }
 
 /// Turns the init's 9p mounts of `/mnt/vmtest` and the `vm.mounts` into
-/// virtiofs mounts of the same tags (the modules share stays 9p).
-pub fn virtiofs_plan(plan: &mut InitPlan, mounts: &[Mount]) {
+/// virtiofs mounts of the same tags (the modules share stays 9p), and adds
+/// `project`, if any, right after `/mnt/vmtest` (before the `vm.mounts`,
+/// which may lie inside it).
+pub fn virtiofs_plan(plan: &mut InitPlan, mounts: &[Mount], project: Option<MountStep>) {
     let tags: Vec<String> = std::iter::once(SHARE_TAG.to_string())
         .chain((0..mounts.len()).map(mount_tag))
         .collect();
@@ -192,6 +201,36 @@ pub fn virtiofs_plan(plan: &mut InitPlan, mounts: &[Mount]) {
             ..step.clone()
         };
     }
+    if let Some(project) = project {
+        let after = plan
+            .mounts
+            .iter()
+            .position(|s| s.source == SHARE_TAG)
+            .map_or(0, |i| i + 1);
+        plan.mounts.insert(after, project);
+    }
+}
+
+/// Over virtiofs, the project directory at its own path in a kernel
+/// target's guest when it lies inside the (cached) rootfs: the export of
+/// `/mnt/vmtest` mounted there too, so the command's working directory
+/// sees the host's changes within a second, like `/mnt/vmtest`. Read-only
+/// when the root is. `None` when the project directory is the rootfs (the
+/// root export is then the coherent one) or lies outside it.
+pub fn project_mount(target: &Target, rootfs: &Path) -> Option<MountStep> {
+    let guest = crate::guest::guest_path_in_rootfs(rootfs, &target.share_dir).filter(|p| p != "/")?;
+    let mode = if qemu::root_read_only(target) { "ro" } else { "rw" };
+    Some(MountStep {
+        source: SHARE_TAG.into(),
+        // Under the guest's own tmpfs mounts the host's directory is hidden;
+        // a mount point made there touches nothing on the host.
+        mkdir: ["/mnt/", "/run/"].iter().any(|t| guest.starts_with(t)),
+        target: guest,
+        fstype: "virtiofs".into(),
+        options: mode.into(),
+        when: crate::guest::When::Always,
+        on_failure: crate::guest::OnFailure::Warn,
+    })
 }
 
 /// `ro` or `rw`, from a mount's options.
@@ -361,20 +400,68 @@ mod tests {
         }];
         let mut plan = crate::guest::init_plan("/usr/bin/qemu-ga", &mounts, "m");
         plan.mounts.extend(crate::guest::modules_mounts("6.1"));
-        virtiofs_plan(&mut plan, &mounts);
-        let shares: Vec<(&str, &str, &str)> = plan
+        let project = project_mount(&target(Mode::Auto, "x86_64"), Path::new("/"));
+        virtiofs_plan(&mut plan, &mounts, project);
+        let shares: Vec<(&str, &str, &str, &str)> = plan
             .mounts
             .iter()
             .filter(|s| s.source.starts_with("vmtest_"))
-            .map(|s| (s.source.as_str(), s.fstype.as_str(), s.options.as_str()))
+            .map(|s| {
+                (
+                    s.source.as_str(),
+                    s.target.as_str(),
+                    s.fstype.as_str(),
+                    s.options.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             shares,
             [
-                ("vmtest_share", "virtiofs", "rw"),
-                ("vmtest_m0", "virtiofs", "ro"),
-                ("vmtest_modules", "9p", &*crate::guest::ninep_options(false, true)),
+                ("vmtest_share", "/mnt/vmtest", "virtiofs", "rw"),
+                ("vmtest_share", "/work", "virtiofs", "rw"),
+                ("vmtest_m0", "/data", "virtiofs", "ro"),
+                (
+                    "vmtest_modules",
+                    "/lib/modules/6.1",
+                    "9p",
+                    &*crate::guest::ninep_options(false, true)
+                ),
             ]
+        );
+    }
+
+    /// The root keeps its cache unless it is the project directory, which
+    /// is then mounted at its own path from its coherent export, read-only
+    /// with a read-only root.
+    #[test]
+    fn the_project_stays_coherent_inside_a_cached_root() {
+        let t = target(Mode::Auto, "x86_64");
+        let cached = |rootfs: &str| -> Vec<bool> {
+            exports(&t, Some((Path::new(rootfs), true)))
+                .iter()
+                .map(|e| e.cached)
+                .collect()
+        };
+        assert_eq!(cached("/"), [true, false]);
+        assert_eq!(cached("/work"), [false, false]);
+        let at = |t: &Target, rootfs: &str| project_mount(t, Path::new(rootfs)).map(|m| (m.target, m.options, m.mkdir));
+        assert_eq!(at(&t, "/"), Some(("/work".into(), "rw".into(), false)));
+        assert_eq!(at(&t, "/work"), None);
+        assert_eq!(at(&t, "/srv/rootfs"), None);
+        let mut ro = t.clone();
+        if let crate::config::Kind::Kernel { kernel_args, .. } = &mut ro.kind {
+            *kernel_args = Some("quiet ro".into());
+        }
+        assert_eq!(at(&ro, "/"), Some(("/work".into(), "ro".into(), false)));
+        let mut under_mnt = t.clone();
+        under_mnt.share_dir = "/mnt/work".into();
+        assert_eq!(at(&under_mnt, "/"), Some(("/mnt/work".into(), "rw".into(), true)));
+        let mut nested = t;
+        nested.share_dir = "/srv/rootfs/home/me".into();
+        assert_eq!(
+            at(&nested, "/srv/rootfs"),
+            Some(("/home/me".into(), "rw".into(), false))
         );
     }
 

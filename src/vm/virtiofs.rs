@@ -68,18 +68,26 @@ pub struct Export {
     pub tag: String,
     pub host_path: PathBuf,
     pub writable: bool,
+    /// Keep metadata and file contents in the guest for the whole run
+    /// (`cache=always`) instead of one second (`cache=auto`): for a kernel
+    /// target's read-mostly root, whose programs and libraries are then
+    /// read once, not at every exec.
+    pub cached: bool,
 }
 
 /// The daemon's arguments for one export listening on descriptor 3.
 /// `cache=auto`: the guest keeps metadata for one second and file contents
-/// while the file's size and mtime are unchanged, and writes go straight to
-/// the host. As root the daemon sandboxes itself in namespaces; otherwise it
-/// runs as the user, who cannot chown.
+/// while the file's size and mtime are unchanged (reading them again at
+/// each open otherwise). `cache=always` (a [`Export::cached`] export): both
+/// are kept until the guest drops them, so the host's changes during the run
+/// may stay unseen. Writes go straight to the host either way. As root the
+/// daemon sandboxes itself in namespaces; otherwise it runs as the user, who
+/// cannot chown.
 pub fn daemon_args(export: &Export, as_root: bool) -> Vec<String> {
     let mut args = vec![
         format!("--fd={SOCKET_FD}"),
         format!("--shared-dir={}", export.host_path.display()),
-        "--cache=auto".into(),
+        format!("--cache={}", if export.cached { "always" } else { "auto" }),
         format!("--sandbox={}", if as_root { "namespace" } else { "none" }),
         "--log-level=error".into(),
     ];
@@ -320,6 +328,7 @@ mod tests {
             tag: "vmtest_root".into(),
             host_path: "/".into(),
             writable,
+            cached: false,
         }
     }
 
@@ -335,12 +344,16 @@ mod tests {
                 "--log-level=error"
             ]
         );
+        let cached = Export {
+            cached: true,
+            ..export(false)
+        };
         assert_eq!(
-            daemon_args(&export(false), false),
+            daemon_args(&cached, false),
             [
                 "--fd=3",
                 "--shared-dir=/",
-                "--cache=auto",
+                "--cache=always",
                 "--sandbox=none",
                 "--log-level=error",
                 "--readonly"

@@ -47,15 +47,18 @@ fn a_kernel_target_on_virtiofs_behaves_like_a_local_filesystem() {
     let ro = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     let via_root = outside.path().join("via-root");
+    // The change is watched for in the working directory, the project at
+    // its own path inside the root, which the guest caches for the whole
+    // run: the project must be mounted there from its coherent export.
     let script = format!(
-        "{}; {}; {}\n\
+        "{}; {}; {}; {}\n\
          /usr/bin/python3 /mnt/vmtest/share_check.py /mnt/vmtest\n\
          touch /etc/vmtest-probe 2>/dev/null && echo 'root: writable' || echo 'root: read-only'\n\
          mount -o remount,rw / 2>/dev/null; touch {via_root} 2>/dev/null && echo 'remounted root: writable' \
            || echo 'remounted root: read-only'\n\
          touch /mnt/ro/new 2>/dev/null && echo 'ro mount: writable' || echo 'ro mount: read-only'\n\
-         cd /mnt/vmtest\n\
-         head -c 8M /dev/urandom > written && sha256sum written | cut -d' ' -f1 > written.sum\n\
+         touch probe 2>/dev/null && echo 'project: writable' || echo 'project: read-only'\n\
+         (cd /mnt/vmtest && head -c 8M /dev/urandom > written && sha256sum written | cut -d' ' -f1 > written.sum)\n\
          cat changing\n\
          echo ready\n\
          for i in $(seq 200); do [ \"$(cat changing)\" = after ] && break; sleep 0.05; done\n\
@@ -63,6 +66,7 @@ fn a_kernel_target_on_virtiofs_behaves_like_a_local_filesystem() {
         fstype("/"),
         fstype("/mnt/vmtest"),
         fstype("/mnt/ro"),
+        fstype(&dir.to_string_lossy()),
         via_root = via_root.display(),
     );
     let extra = format!(
@@ -87,23 +91,28 @@ fn a_kernel_target_on_virtiofs_behaves_like_a_local_filesystem() {
     let out = run.finish(Duration::from_secs(120));
     project.assert_nothing_left(&out);
     out.assert_code(0);
-    let expected = "/ virtiofs\n\
-                    /mnt/vmtest virtiofs\n\
-                    /mnt/ro virtiofs\n\
-                    unlinked: b'0123' 4 0o640 False\n\
-                    posix lock held against another process: True\n\
-                    ofd lock held against another open: True\n\
-                    guest sees its link: moded 2\n\
-                    host's symlink: host-file mode 0o640\n\
-                    host's hard link count: 2 mtime 1000000000\n\
-                    sparse: 5368709120 b'x'\n\
-                    root: read-only\n\
-                    remounted root: read-only\n\
-                    ro mount: read-only\n\
-                    before\n\
-                    ready\n\
-                    seen: after\n";
-    assert!(out.command_stdout().starts_with(expected), "{out}");
+    let expected = format!(
+        "/ virtiofs\n\
+         /mnt/vmtest virtiofs\n\
+         /mnt/ro virtiofs\n\
+         {} virtiofs\n\
+         unlinked: b'0123' 4 0o640 False\n\
+         posix lock held against another process: True\n\
+         ofd lock held against another open: True\n\
+         guest sees its link: moded 2\n\
+         host's symlink: host-file mode 0o640\n\
+         host's hard link count: 2 mtime 1000000000\n\
+         sparse: 5368709120 b'x'\n\
+         root: read-only\n\
+         remounted root: read-only\n\
+         ro mount: read-only\n\
+         project: read-only\n\
+         before\n\
+         ready\n\
+         seen: after\n",
+        dir.display()
+    );
+    assert!(out.command_stdout().starts_with(&expected), "{out}");
     // What the guest left on the host, complete although QEMU was stopped
     // right after the command.
     let written = std::fs::read_to_string(dir.join("written.sum")).unwrap();
@@ -124,6 +133,10 @@ fn a_kernel_target_on_virtiofs_behaves_like_a_local_filesystem() {
     assert!(!dir.join("unlinked").exists());
     assert!(!via_root.exists(), "the read-only root was written through");
     assert!(!ro.path().join("new").exists());
+    assert!(
+        !dir.join("probe").exists(),
+        "the project was written under a read-only root"
+    );
 }
 
 #[test]
