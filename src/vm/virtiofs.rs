@@ -201,6 +201,13 @@ impl std::fmt::Debug for Daemons {
 impl Daemons {
     /// Starts `daemon` for each export, listening on a socket in `dir`.
     pub fn start(daemon: &Path, exports: &[Export], dir: &Path) -> Result<Daemons> {
+        if daemon.components().count() > 1 && !is_executable(daemon) {
+            anyhow::bail!(
+                "virtiofsd {} is not an executable file: point {DAEMON_ENV} at the virtiofsd program, \
+                 or set {DAEMON_ENV}=none or vm.share = \"9p\" to share over 9p",
+                daemon.display()
+            );
+        }
         let mut daemons = Daemons::default();
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
@@ -219,7 +226,7 @@ impl Daemons {
             crate::vm::die_with_parent(&mut command);
             let child = command.spawn().with_context(|| {
                 format!(
-                    "starting {} for {} (set vm.share = \"9p\" to do without it)",
+                    "starting virtiofsd {} for {} (set {DAEMON_ENV}=none or vm.share = \"9p\" to share over 9p)",
                     daemon.display(),
                     export.host_path.display()
                 )
@@ -330,6 +337,32 @@ mod tests {
             writable,
             cached: false,
         }
+    }
+
+    /// A daemon path that is a directory or not executable (a wrong
+    /// `VMTEST_VIRTIOFSD`) is named before anything starts.
+    #[test]
+    fn a_daemon_that_is_no_program_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("virtiofsd");
+        fs::write(&plain, "").unwrap();
+        for daemon in [dir.path(), plain.as_path()] {
+            let err = Daemons::start(daemon, &[export(true)], dir.path())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "virtiofsd {} is not an executable file: point VMTEST_VIRTIOFSD at the virtiofsd program, \
+                     or set VMTEST_VIRTIOFSD=none or vm.share = \"9p\" to share over 9p",
+                    daemon.display()
+                )
+            );
+        }
+        assert!(
+            fs::read_dir(dir.path()).unwrap().count() == 1,
+            "a socket or log was left"
+        );
     }
 
     #[test]
