@@ -390,3 +390,20 @@ fn share_is_auto_unless_set() {
         "{err}"
     );
 }
+
+#[test]
+fn too_many_mounts_for_the_pci_root_bus_are_refused() {
+    let text = |count: usize| {
+        let table: String = (0..count)
+            .map(|i| format!("\"/mnt/m{i}\" = {{ host_path = \"/h\" }}\n"))
+            .collect();
+        format!("[[target]]\nname = \"a\"\nkernel = \"/k\"\ncommand = \"x\"\n[target.vm.mounts]\n{table}")
+    };
+    let parsed = |count| parse(&text(count), Path::new(FILE), Path::new("/proj")).map_err(|e| format!("{e:#}"));
+    assert_eq!(parsed(MAX_MOUNTS).unwrap()[0].vm.mounts.len(), MAX_MOUNTS);
+    let err = parsed(MAX_MOUNTS + 1).unwrap_err();
+    assert!(
+        err.contains("field 'vm.mounts': 25 entries, at most 24: each is a PCI device"),
+        "{err}"
+    );
+}

@@ -367,6 +367,12 @@ fn validate(raw: RawTarget, base_dir: &Path) -> Result<Target> {
     })
 }
 
+/// The most `vm.mounts` a target may have: with its other devices (the
+/// serial ports' controller, the root, `/mnt/vmtest`, a modules share or a
+/// disk) they fill 28 of the 30 slots of QEMU's PCI root bus, leaving two
+/// for `extra_args`.
+pub const MAX_MOUNTS: usize = 24;
+
 fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
     let num_cpus = raw.num_cpus.unwrap_or(DEFAULT_NUM_CPUS);
     if num_cpus == 0 {
@@ -375,6 +381,13 @@ fn validate_vm(raw: RawVm, base_dir: &Path) -> Result<VmConfig> {
     let memory = raw.memory.unwrap_or_else(|| DEFAULT_MEMORY.to_string());
     if !is_qemu_size(&memory) {
         bail!("field 'vm.memory': '{memory}' is not a size like 512M or 4G");
+    }
+    if raw.mounts.len() > MAX_MOUNTS {
+        bail!(
+            "field 'vm.mounts': {} entries, at most {MAX_MOUNTS}: each is a PCI device, and QEMU's PCI root bus \
+             has 30 slots for all of a VM's devices; share a common parent directory instead",
+            raw.mounts.len()
+        );
     }
     let mut mounts: Vec<Mount> = Vec::with_capacity(raw.mounts.len());
     for (raw_path, mount) in raw.mounts {

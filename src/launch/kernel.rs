@@ -123,6 +123,7 @@ pub fn prepare(
     let extras = BootExtras {
         initrd: initrd.as_deref(),
         modules: modules_share,
+        virtiofs,
     };
     let args = qemu::kernel_argv(target, kernel, &cmdline, rootfs, &dir.paths(), accel, extras);
     Ok(Boot {

@@ -60,6 +60,13 @@ fn pci_arch(arch: &str) -> bool {
     matches!(arch, "x86_64" | "aarch64" | "riscv64")
 }
 
+/// The most `vm.mounts` an image can share over virtiofs. Its guest falls
+/// back to 9p by itself, so each share has a 9p device beside its virtiofs
+/// device (or the port one is plugged into), and with the disk and the
+/// serial ports' controller they must fit the 30 slots of QEMU's PCI root
+/// bus: 2 + 2 × (1 + mounts) ≤ 30.
+pub const MAX_IMAGE_VIRTIOFS_MOUNTS: usize = 13;
+
 /// Decides the transport of a target from its mode, the daemon found and,
 /// for kernel targets, what the kernel has (`None` for images, whose guest
 /// falls back to 9p by itself). Logs one info line when `auto` falls back.
@@ -70,6 +77,12 @@ pub fn choose(target: &Target, daemon: Option<PathBuf>, kernel: Option<&KernelSu
     }
     let lacking = if !pci_arch(&target.arch) {
         Some(format!("vmtest has no virtiofs device for {}", target.arch))
+    } else if kernel.is_none() && target.vm.mounts.len() > MAX_IMAGE_VIRTIOFS_MOUNTS {
+        Some(format!(
+            "an image with more than {MAX_IMAGE_VIRTIOFS_MOUNTS} vm.mounts ({}) has no room on QEMU's PCI root bus \
+             for a virtiofs device beside the 9p device of each share",
+            target.vm.mounts.len()
+        ))
     } else if daemon.is_none() {
         Some(format!(
             "no virtiofsd found (on PATH, /usr/libexec, or ${})",
@@ -170,9 +183,9 @@ pub fn exports(target: &Target, root: Option<(&Path, bool)>) -> Vec<Export> {
     root.into_iter().chain([share]).chain(mounts).collect()
 }
 
-/// Starts the daemons of `exports` (sockets in `dir`). The 9p devices stay
-/// in QEMU's argv beside theirs: an image's guest falls back to them, and
-/// unused they cost nothing.
+/// Starts the daemons of `exports` (sockets in `dir`). An image keeps the
+/// 9p devices in QEMU's argv beside theirs, for its guest to fall back to;
+/// a kernel target leaves them out (`qemu::BootExtras::virtiofs`).
 pub fn start(daemon: &Path, exports: &[Export], dir: &Path) -> Result<Daemons> {
     Daemons::start(daemon, exports, dir)
 }
@@ -341,6 +354,32 @@ mod tests {
         assert_eq!(
             choose(&ninep, d(), Some(&KernelSupport::BuiltIn)).unwrap(),
             Transport::NineP
+        );
+    }
+
+    #[test]
+    fn an_image_with_too_many_mounts_for_the_root_bus_takes_9p() {
+        let d = || Some(PathBuf::from("/usr/bin/virtiofsd"));
+        let mut t = target(Mode::Auto, "x86_64");
+        let mount = |i: usize| Mount {
+            guest_path: format!("/mnt/m{i}"),
+            host_path: "/srv".into(),
+            writable: false,
+        };
+        t.vm.mounts = (0..MAX_IMAGE_VIRTIOFS_MOUNTS).map(mount).collect();
+        assert!(matches!(choose(&t, d(), None).unwrap(), Transport::Virtiofs(_)));
+        t.vm.mounts.push(mount(99));
+        assert_eq!(choose(&t, d(), None).unwrap(), Transport::NineP);
+        // A kernel target has no 9p devices beside its virtiofs ones.
+        assert!(matches!(
+            choose(&t, d(), Some(&KernelSupport::BuiltIn)).unwrap(),
+            Transport::Virtiofs(_)
+        ));
+        t.vm.share = Mode::Virtiofs;
+        let err = choose(&t, d(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("an image with more than 13 vm.mounts (14) has no room on QEMU's PCI root bus"),
+            "{err}"
         );
     }
 

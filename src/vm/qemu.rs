@@ -229,6 +229,10 @@ pub struct BootExtras<'a> {
     pub initrd: Option<&'a Path>,
     /// A modules directory outside the rootfs, shared read-only.
     pub modules: Option<&'a Path>,
+    /// The root, `/mnt/vmtest` and the `vm.mounts` go over virtiofs: their
+    /// 9p devices are left out. The guest has no use for them, and each
+    /// device takes a slot of the PCI root bus, which has about 30.
+    pub virtiofs: bool,
 }
 
 /// The whole argv (without the binary) of a kernel target.
@@ -253,13 +257,17 @@ pub fn kernel_argv(
     args.extend(["-append".into(), cmdline.to_string()]);
     args.extend(console_args(&paths.console_pipe));
     args.extend(serial_ports_args(arch, paths));
-    let root_writable = !root_read_only(target);
-    args.extend(share_args(arch, "root", ROOT_TAG, rootfs, root_writable));
-    args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
+    if !extras.virtiofs {
+        let root_writable = !root_read_only(target);
+        args.extend(share_args(arch, "root", ROOT_TAG, rootfs, root_writable));
+        args.extend(share_args(arch, "share", SHARE_TAG, &target.share_dir, true));
+    }
     if let Some(modules) = extras.modules {
         args.extend(share_args(arch, "modules", MODULES_TAG, modules, false));
     }
-    args.extend(mount_args(arch, &target.vm.mounts));
+    if !extras.virtiofs {
+        args.extend(mount_args(arch, &target.vm.mounts));
+    }
     args.extend(target.vm.extra_args.iter().cloned());
     args
 }
@@ -467,6 +475,7 @@ mod tests {
         let extras = BootExtras {
             initrd: Some(Path::new("/c/vmtest/initramfs/k.cpio")),
             modules: Some(Path::new("/srv/mods/6.1.0-9-amd64")),
+            virtiofs: false,
         };
         let argv = kernel_argv(
             &t,
@@ -504,6 +513,21 @@ mod tests {
             BootExtras::default(),
         );
         assert!(!plain.iter().any(|a| a == "-initrd" || a.contains("vmtest_modules")));
+        // Over virtiofs only the modules directory keeps a 9p device.
+        let virtiofs = kernel_argv(
+            &t,
+            Path::new("/k"),
+            "C",
+            Path::new("/"),
+            &crate::fixtures::vm_paths(),
+            Accel::Tcg,
+            BootExtras {
+                virtiofs: true,
+                ..extras
+            },
+        );
+        let ninep: Vec<&String> = virtiofs.iter().filter(|a| a.starts_with("virtio-9p-pci")).collect();
+        assert_eq!(ninep, ["virtio-9p-pci,fsdev=modules,mount_tag=vmtest_modules"]);
     }
 
     #[test]

@@ -179,6 +179,39 @@ fn a_host_change_between_runs_is_seen_and_auto_falls_back_to_9p_without_virtiofs
         .assert_stdout_contains("vm.share = \"virtiofs\": no virtiofsd found");
 }
 
+/// More `vm.mounts` than the PCI root bus would hold with a 9p device
+/// beside each virtiofs one: a kernel target over virtiofs has only the
+/// latter, so all of them are there.
+#[test]
+fn a_kernel_target_with_many_mounts_fits_on_the_pci_root_bus() {
+    let Some((kernel, _)) = test_kernel() else { return };
+    let Some(daemon) = virtiofsd() else { return };
+    let project = Project::for_vms();
+    let sources = tempfile::tempdir().unwrap();
+    let mut tables = String::new();
+    for i in 0..16 {
+        let dir = sources.path().join(format!("s{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f"), format!("{i}\n")).unwrap();
+        tables.push_str(&format!(
+            "[target.vm.mounts.\"/mnt/m{i}\"]\nhost_path = {}\n",
+            toml_str(&dir.to_string_lossy())
+        ));
+    }
+    let command = "cat /mnt/m*/f | sort -n | tr '\\n' ' '; awk '$3 == \"virtiofs\"' /proc/mounts | grep -c /mnt/m";
+    let extra = format!("[target.vm]\nshare = \"virtiofs\"\n{tables}");
+    project.write("vmtest.toml", &kernel_target("many", &kernel, command, &extra));
+    let mut cmd = project.vmtest();
+    cmd.env("VMTEST_VIRTIOFSD", &daemon);
+    let out = project.run(&mut cmd);
+    out.assert_code(0);
+    assert_eq!(
+        out.command_stdout(),
+        "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n",
+        "{out}"
+    );
+}
+
 #[test]
 fn sigkill_of_vmtest_leaves_no_virtiofsd() {
     let Some((kernel, _)) = test_kernel() else { return };
