@@ -241,7 +241,7 @@ fn qemu_crashing_during_boot_is_retried_once() {
         let found = crate::util::processes_mentioning(&tmp);
         if let Some(line) = found
             .iter()
-            .find(|l| l.contains("qemu-system") && l.contains("mount_tag=vmtest_root"))
+            .find(|l| l.contains("qemu-system") && l.contains("root=vmtest_root"))
         {
             break line.split(':').next().unwrap().parse::<i32>().unwrap();
         }
