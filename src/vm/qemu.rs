@@ -376,6 +376,20 @@ mod tests {
     use super::*;
     use crate::config::{OneLiner, one_liner};
 
+    /// The argv of `t` with kernel `/k`, command line `C` and the host's
+    /// root.
+    fn kernel_argv_of(t: &Target, extras: BootExtras) -> Vec<String> {
+        kernel_argv(
+            t,
+            Path::new("/k"),
+            "C",
+            Path::new("/"),
+            &crate::fixtures::vm_paths(),
+            Accel::Tcg,
+            extras,
+        )
+    }
+
     fn target() -> Target {
         let args = OneLiner {
             kernel: "bzImage".into(),
@@ -477,15 +491,7 @@ mod tests {
             modules: Some(Path::new("/srv/mods/6.1.0-9-amd64")),
             virtiofs: false,
         };
-        let argv = kernel_argv(
-            &t,
-            Path::new("/k"),
-            "C",
-            Path::new("/"),
-            &crate::fixtures::vm_paths(),
-            Accel::Tcg,
-            extras,
-        );
+        let argv = kernel_argv_of(&t, extras);
         let at = |flag: &str| argv.iter().position(|a| a == flag).unwrap();
         assert_eq!(
             argv[at("-kernel")..at("-kernel") + 6],
@@ -503,24 +509,11 @@ mod tests {
                 "virtio-9p-pci,fsdev=modules,mount_tag=vmtest_modules",
             ]
         );
-        let plain = kernel_argv(
-            &t,
-            Path::new("/k"),
-            "C",
-            Path::new("/"),
-            &crate::fixtures::vm_paths(),
-            Accel::Tcg,
-            BootExtras::default(),
-        );
+        let plain = kernel_argv_of(&t, BootExtras::default());
         assert!(!plain.iter().any(|a| a == "-initrd" || a.contains("vmtest_modules")));
         // Over virtiofs only the modules directory keeps a 9p device.
-        let virtiofs = kernel_argv(
+        let virtiofs = kernel_argv_of(
             &t,
-            Path::new("/k"),
-            "C",
-            Path::new("/"),
-            &crate::fixtures::vm_paths(),
-            Accel::Tcg,
             BootExtras {
                 virtiofs: true,
                 ..extras
@@ -537,15 +530,7 @@ mod tests {
             if let Kind::Kernel { kernel_args: args, .. } = &mut t.kind {
                 *args = kernel_args.map(str::to_string);
             }
-            let argv = kernel_argv(
-                &t,
-                Path::new("/k"),
-                "C",
-                Path::new("/"),
-                &crate::fixtures::vm_paths(),
-                Accel::Tcg,
-                BootExtras::default(),
-            );
+            let argv = kernel_argv_of(&t, BootExtras::default());
             let root = argv.iter().position(|a| a.starts_with("local,id=root,")).unwrap();
             argv[root - 1..root + 4].to_vec()
         };
@@ -572,15 +557,7 @@ mod tests {
             kernel_args: Some("rw ro".into()),
             rootfs: "/".into(),
         };
-        let argv = kernel_argv(
-            &t,
-            Path::new("/k"),
-            "C",
-            Path::new("/"),
-            &crate::fixtures::vm_paths(),
-            Accel::Tcg,
-            BootExtras::default(),
-        );
+        let argv = kernel_argv_of(&t, BootExtras::default());
         assert!(argv.iter().any(|a| a == share), "{argv:?}");
         assert!(
             argv.iter()
